@@ -1,0 +1,374 @@
+//! Extractors: strict JSON bodies, the request id and the client IP.
+//!
+//! `ApiJson<T>` is the only way a handler reads a body. It is strict where serde and axum
+//! are lenient: duplicate keys are rejected at every depth (serde_json keeps the last one
+//! for maps), unknown fields are rejected by `deny_unknown_fields` on every request type,
+//! there is no implicit conversion (`"5"` is not a number) and `null` is only accepted
+//! where the type is an `Option`. Every failure becomes a `validation_failed` entry naming
+//! the field, with a message that names no Rust type.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use rampart_core::FieldError;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::problem::Problem;
+
+/// The id of this request (contract §1): the client's if it was well-formed, else a UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The client's address as the trusted-proxy rules resolve it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .ok_or_else(|| Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ClientIp>()
+            .copied()
+            .ok_or_else(|| Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+}
+
+/// Whether a `Content-Type` value is JSON in UTF-8 (the only body the API accepts).
+pub fn is_json_utf8(content_type: &str) -> bool {
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|param| {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("charset") {
+            value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        } else {
+            // Unknown parameters are tolerated; an empty one (trailing `;`) too.
+            true
+        }
+    })
+}
+
+/// A strictly parsed JSON body.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_utf8);
+        if !json {
+            return Err(Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                Problem::validation(vec![FieldError::new("body", "could not be read")])
+            }
+        })?;
+        parse_strict(&bytes).map(ApiJson).map_err(Problem::validation)
+    }
+}
+
+/// Parses `bytes` as `T` with the strict rules of this module.
+pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Vec<FieldError>> {
+    let value = match std::str::from_utf8(bytes) {
+        Err(_) => return Err(vec![FieldError::new("body", "must be UTF-8 encoded JSON")]),
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let parsed = StrictValue::deserialize_with(&mut de).and_then(|v| de.end().map(|()| v));
+            match parsed {
+                Ok(v) => v,
+                Err(e) => return Err(vec![syntax_error(&e)]),
+            }
+        }
+    };
+    // serde's derived structs also accept a JSON array (fields by position); every request
+    // body of the API is an object, so anything else is refused up front.
+    if !value.is_object() {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let path = dotted_path(err.path());
+        vec![data_error(&path, &err.inner().to_string())]
+    })
+}
+
+fn syntax_error(err: &serde_json::Error) -> FieldError {
+    let msg = err.to_string();
+    if let Some(key) = msg.strip_prefix("duplicate key ").and_then(backticked) {
+        return FieldError::new(key, "appears more than once");
+    }
+    FieldError::new("body", "is not valid JSON")
+}
+
+fn dotted_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        let piece = match segment {
+            Segment::Seq { index } => index.to_string(),
+            Segment::Map { key } => key.clone(),
+            Segment::Enum { variant } => variant.clone(),
+            Segment::Unknown => continue,
+        };
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn backticked(msg: &str) -> Option<&str> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(&msg[start..start + len])
+}
+
+/// Turns a serde data error into a sentence for a person. serde's own messages name Rust
+/// types (`expected struct RegisterRequest`), which the contract forbids in responses.
+fn data_error(path: &str, msg: &str) -> FieldError {
+    let at = |p: &str| if p.is_empty() { "body".to_owned() } else { p.to_owned() };
+    if msg.starts_with("unknown field") {
+        // serde_path_to_error already records the unknown key as the last segment.
+        let field = backticked(msg).unwrap_or_default();
+        let full = if path == field || path.ends_with(&format!(".{field}")) {
+            path.to_owned()
+        } else {
+            join(path, field)
+        };
+        return FieldError::new(full, "is not an allowed field");
+    }
+    if msg.starts_with("missing field") {
+        let field = backticked(msg).unwrap_or_default();
+        return FieldError::new(join(path, field), "is required");
+    }
+    if msg.starts_with("duplicate field") {
+        let field = backticked(msg).unwrap_or_default();
+        return FieldError::new(join(path, field), "appears more than once");
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        let expected = rest.split_once("expected ").map(|(_, e)| e).unwrap_or_default();
+        let null = rest.starts_with("null");
+        let issue = if null {
+            "must not be null".to_owned()
+        } else {
+            format!("must be {}", describe_expected(expected))
+        };
+        return FieldError::new(at(path), issue);
+    }
+    if msg.starts_with("unknown variant") {
+        let options: Vec<&str> = msg
+            .split_once("expected ")
+            .map(|(_, rest)| rest.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        return FieldError::new(at(path), format!("must be one of: {}", options.join(", ")));
+    }
+    if msg.starts_with("invalid length") {
+        return FieldError::new(at(path), "has the wrong number of items");
+    }
+    if msg.starts_with("invalid value") {
+        let expected = msg.split_once("expected ").map(|(_, e)| e).unwrap_or_default();
+        return FieldError::new(at(path), format!("must be {}", describe_expected(expected)));
+    }
+    // Custom messages come from our own validating newtypes and are written for people.
+    FieldError::new(at(path), msg.to_owned())
+}
+
+fn describe_expected(expected: &str) -> &'static str {
+    let e = expected.to_ascii_lowercase();
+    if e.contains("string") || e.contains("char") {
+        "a string"
+    } else if e.contains("bool") {
+        "true or false"
+    } else if e.starts_with('u') || e.starts_with('i') || e.contains("integer") {
+        "an integer in range"
+    } else if e.starts_with('f') || e.contains("number") {
+        "a number"
+    } else if e.contains("sequence") || e.contains("array") || e.contains("tuple") {
+        "a list"
+    } else if e.contains("map") || e.contains("struct") || e.contains("object") {
+        "an object"
+    } else if e.contains("uuid") {
+        "a UUID"
+    } else {
+        "a value of the right type"
+    }
+}
+
+/// A `serde_json::Value` that refuses duplicate object keys at any depth.
+struct StrictValue;
+
+impl StrictValue {
+    fn deserialize_with<'de, D: Deserializer<'de>>(de: D) -> Result<serde_json::Value, D::Error> {
+        de.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+struct Seed;
+
+impl<'de> de::DeserializeSeed<'de> for Seed {
+    type Value = serde_json::Value;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(StrictVisitor)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Seed)? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            let value = map.next_value_seed(Seed)?;
+            object.insert(key, value);
+        }
+        Ok(object.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Sample {
+        email: String,
+        age: u32,
+        nick: Option<String>,
+        tags: Option<Vec<String>>,
+    }
+
+    fn errs(body: &str) -> Vec<FieldError> {
+        parse_strict::<Sample>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_valid_and_optional_null() {
+        let s: Sample = parse_strict(br#"{"email":"a@b.c","age":5,"nick":null}"#).unwrap();
+        assert_eq!(s.age, 5);
+        assert!(s.nick.is_none());
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_input_naming_the_field() {
+        let cases = [
+            (r#"{"email":"a","age":5,"role":"admin"}"#, "role", "is not an allowed field"),
+            (r#"{"age":5}"#, "email", "is required"),
+            (r#"{"email":"a","age":"5"}"#, "age", "must be an integer in range"),
+            (r#"{"email":null,"age":5}"#, "email", "must not be null"),
+            (r#"{"email":"a","age":-1}"#, "age", "must be an integer in range"),
+            (r#"{"email":"a","email":"b","age":1}"#, "email", "appears more than once"),
+            (r#"{"email":"a","age":1,"tags":[1]}"#, "tags.0", "must be a string"),
+            (r#"{"email":"a","age":1"#, "body", "is not valid JSON"),
+            (r#"[1,2]"#, "body", "must be a JSON object"),
+            (r#"["a@b.c",5,null,null]"#, "body", "must be a JSON object"),
+            (r#"{"email":"a","age":1} x"#, "body", "is not valid JSON"),
+        ];
+        for (body, field, issue) in cases {
+            let e = errs(body);
+            assert_eq!(e.len(), 1, "{body}");
+            assert_eq!(e[0].field, field, "{body}");
+            assert_eq!(e[0].issue, issue, "{body}");
+        }
+    }
+
+    #[test]
+    fn nested_duplicate_keys_are_refused() {
+        let r = parse_strict::<serde_json::Value>(br#"{"a":{"b":1,"b":2}}"#);
+        assert_eq!(r.unwrap_err()[0].issue, "appears more than once");
+    }
+
+    #[test]
+    fn content_type_rules() {
+        assert!(is_json_utf8("application/json"));
+        assert!(is_json_utf8("Application/JSON; charset=UTF-8"));
+        assert!(is_json_utf8("application/json;charset=\"utf-8\""));
+        assert!(!is_json_utf8("application/json; charset=latin1"));
+        assert!(!is_json_utf8("text/plain"));
+        assert!(!is_json_utf8("application/x-www-form-urlencoded"));
+        assert!(!is_json_utf8("application/jsonp"));
+    }
+}

@@ -1,0 +1,168 @@
+//! Rampart's HTTP layer: the router, the request pipeline of contract §1–3, handlers and
+//! the OpenAPI document. Handlers speak `rampart_core` types and reach storage only
+//! through `rampart_store`; nothing here writes SQL.
+
+pub mod extract;
+pub mod middleware;
+pub mod problem;
+pub mod routes;
+pub mod routing;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Router, middleware as mw};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use crate::problem::{ApiError, Problem};
+pub use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Rampart API",
+        description = "Secure-by-default backend foundation. Errors are RFC 9457 problem documents.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "keys", description = "Public signing keys"),
+    )
+)]
+struct ApiDoc;
+
+/// Routes subject to the global rate limit and body rules. Feature modules merge here.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::jwks::routes())
+}
+
+/// The full application. `extra` lets an embedding application (or a test) add its own
+/// feature routes; they get exactly the pipeline the built-in routes get.
+pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
+    let config = state.config.clone();
+    let (limited, mut openapi) = api_routes().merge(extra).split_for_parts();
+    let (health, health_doc) = routes::health::routes().split_for_parts();
+    openapi.merge(health_doc);
+
+    let mut limited = limited;
+    if config.docs {
+        let docs: Router<AppState> =
+            utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi).into();
+        limited = limited.merge(routing::guard_router(docs));
+    }
+    let guards = routing::Guards {
+        limiter: state.global_limiter.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+
+    let security = middleware::security_headers::SecurityHeaders {
+        hsts: config.is_production(),
+    };
+    let cors = middleware::cors::Cors {
+        allowed: Arc::new(config.allowed_origins.clone()),
+    };
+    let proxies = middleware::client_ip::TrustedProxies(Arc::new(config.trusted_proxies.clone()));
+
+    limited
+        .merge(health)
+        .route_layer(mw::from_fn(middleware::access_log::record_route))
+        .fallback(not_found)
+        .with_state(state)
+        // Outer layers, innermost first: these see every request, matched or not.
+        // Streamed bodies are cut off at the limit while `ApiJson` reads them.
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::Extension(guards))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(mw::from_fn_with_state(cors, middleware::cors::layer))
+        .layer(mw::from_fn(middleware::limits::uri_length))
+        .layer(mw::from_fn(middleware::access_log::layer))
+        .layer(mw::from_fn_with_state(proxies, middleware::client_ip::layer))
+        .layer(mw::from_fn(middleware::problem::layer))
+        .layer(mw::from_fn_with_state(
+            security,
+            middleware::security_headers::layer,
+        ))
+        .layer(mw::from_fn(middleware::request_id::layer))
+}
+
+/// The OpenAPI document of every route, as `/openapi.json` serves it.
+pub fn openapi_document(extra: OpenApiRouter<AppState>) -> utoipa::openapi::OpenApi {
+    let (_, mut openapi) = api_routes().merge(extra).split_for_parts();
+    let (_, health_doc) = routes::health::routes().split_for_parts();
+    openapi.merge(health_doc);
+    openapi
+}
+
+async fn not_found() -> Problem {
+    Problem::for_status(StatusCode::NOT_FOUND)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message is not shown to the client (it may hold internals).
+    tracing::error!("handler panicked");
+    Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish for at most `deadline`, and returns. The caller closes the pool.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    deadline: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_rx_graceful = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx_graceful.wait_for(|stop| *stop).await;
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+
+    // Pruning the limiter's idle keys bounds its memory under many distinct clients.
+    let pruner_state = state.clone();
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            pruner_state.global_limiter.retain_recent();
+        }
+    });
+
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            tracing::info!(deadline_s = deadline.as_secs(), "shutdown requested: draining");
+            state.start_draining();
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(deadline, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("shutdown deadline passed; abandoning in-flight requests");
+                    Ok(())
+                }
+            }
+        }
+    };
+    pruner.abort();
+    drop(stop_rx);
+    result
+}

@@ -1,0 +1,22 @@
+//! 414 over 2048 bytes of request target, checked before routing. (413 and 415 are checked
+//! after routing, in `crate::routing`, and by `ApiJson` for streamed bodies.)
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::problem::Problem;
+
+pub const MAX_TARGET_BYTES: usize = 2048;
+
+pub async fn uri_length(req: Request, next: Next) -> Response {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target > MAX_TARGET_BYTES {
+        return Problem::for_status(StatusCode::URI_TOO_LONG).into_response();
+    }
+    next.run(req).await
+}

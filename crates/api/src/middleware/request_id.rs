@@ -1,0 +1,52 @@
+//! Request ids (contract §1): a client's `X-Request-Id` is kept only when it matches
+//! `^[A-Za-z0-9._-]{1,64}$` (so it cannot inject anything into logs or audit records);
+//! anything else is replaced by a fresh UUIDv7. The id is echoed on every response.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::extract::RequestId;
+
+pub const HEADER: &str = "x-request-id";
+
+pub fn is_acceptable(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub async fn layer(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_acceptable(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // Both values are checked ASCII, so the header conversion cannot fail.
+    let header = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(req).await;
+    if let Some(header) = header {
+        response.headers_mut().insert(HEADER, header);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_acceptable;
+
+    #[test]
+    fn pattern() {
+        assert!(is_acceptable("abc-DEF_1.2"));
+        assert!(is_acceptable(&"a".repeat(64)));
+        for bad in ["", "a b", "a;b", "a/b", "ä", "\n"] {
+            assert!(!is_acceptable(bad), "{bad:?}");
+        }
+        assert!(!is_acceptable(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,108 @@
+//! Health checks (contract §3). Liveness says the process runs; readiness says this
+//! instance can serve: the database answers, a signing key is loaded, and it is not
+//! draining for shutdown. Exempt from rate limits (mounted outside them).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::problem::Problem;
+use crate::state::AppState;
+
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LiveResponse {
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyChecks {
+    database: &'static str,
+    signing_key: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown: Option<&'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadyResponse {
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+/// The process is running.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process runs", body = LiveResponse)))]
+async fn live() -> Json<LiveResponse> {
+    Json(LiveResponse { status: "ok" })
+}
+
+/// The instance can serve requests.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = ReadyResponse),
+        (status = 503, description = "Not ready; the failing checks are named", content_type = "application/problem+json"),
+    ))]
+async fn ready(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(PING_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::warn!(error = format!("{e:#}"), "readiness: database ping failed");
+            "failing"
+        }
+        Err(_) => "failing",
+    };
+    // The key store is loaded at start and never empty; the check guards future reloads.
+    let signing_key = if state.keys.keys().is_empty() {
+        "failing"
+    } else {
+        "ok"
+    };
+    let draining = state.is_draining();
+    let checks = ReadyChecks {
+        database,
+        signing_key,
+        shutdown: draining.then_some("draining"),
+    };
+    if database == "ok" && signing_key == "ok" && !draining {
+        return (
+            StatusCode::OK,
+            Json(ReadyResponse {
+                status: "ready",
+                checks,
+            }),
+        )
+            .into_response();
+    }
+    let mut failing = Vec::new();
+    if database != "ok" {
+        failing.push("database");
+    }
+    if signing_key != "ok" {
+        failing.push("signingKey");
+    }
+    if draining {
+        failing.push("shutdown");
+    }
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("Not ready: {}", failing.join(", ")),
+    )
+    .with_extension("checks", serde_json::to_value(&checks).unwrap_or_default())
+    .into_response()
+}

@@ -1,0 +1,29 @@
+//! The JSON Web Key Set (RFC 7517) of every public key that may still verify a live token.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::routing::guarded;
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(guarded(routes!(jwks)))
+}
+
+/// Public signing keys, active first.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
+    responses((status = 200, description = "RFC 7517 JWK Set", body = serde_json::Value)))]
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.keys.jwks()).into_response();
+    // Shorter than any rotation overlap (the access-token lifetime), so clients that cache
+    // it see a new key before tokens signed with it reach them.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}

@@ -1,0 +1,7 @@
+//! The one integration-test binary of the HTTP layer: every test drives the real router
+//! served on a random port, and (through `backend_tests!`) runs on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod pipeline;

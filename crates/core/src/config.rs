@@ -1,0 +1,781 @@
+//! Typed configuration (contract §9).
+//!
+//! Values come from an optional TOML file and from the environment, the environment
+//! winning. Every variable is `RAMPART_*` except `DATABASE_URL` and `REDIS_URL`; in the TOML
+//! file the same names are written in lower case without the prefix (`bind`,
+//! `allowed_origins`, `database_url`). Development defaults need no setup at all.
+//!
+//! Parsing never stops at the first problem: [`Config::load`] returns every problem, one
+//! line each, naming the variable, so an operator fixes a deployment in one pass.
+//! [`Config::production_problems`] holds the rules `RAMPART_ENV=production` enforces.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use ipnet::IpNet;
+
+use crate::error::Redacted;
+
+/// The prefix of every variable except `DATABASE_URL` and `REDIS_URL`.
+pub const PREFIX: &str = "RAMPART_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Algorithm of the signing keys (contract §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlg {
+    Rs256,
+    EdDsa,
+}
+
+impl JwtAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RS256" => Some(Self::Rs256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockoutScope {
+    Email,
+    EmailIp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub redis_url: Option<Redacted<String>>,
+    pub db_pool_size: u32,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allowed_origins: Vec<String>,
+    pub rate_limit_per_minute: u32,
+    pub login_rate_per_minute: u32,
+    pub register_rate_per_hour: u32,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub docs: bool,
+    pub jwt_keys_dir: PathBuf,
+    pub jwt_alg: JwtAlg,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_leeway: Duration,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub session_max_age: Duration,
+    pub cookie_secure: bool,
+    pub password_min_length: usize,
+    pub login_max_failures: u32,
+    pub lockout_seconds: Duration,
+    pub lockout_scope: LockoutScope,
+    pub data_key: Option<Redacted<[u8; 32]>>,
+    pub smtp_url: Option<Redacted<String>>,
+    pub mail_outbox: PathBuf,
+    pub public_url: String,
+    pub reset_rate_per_hour: u32,
+    pub password_reset_ttl: Duration,
+}
+
+/// Every variable Rampart reads, with its TOML key. Anything else with the prefix is a typo.
+const KNOWN: &[&str] = &[
+    "RAMPART_ENV",
+    "RAMPART_BIND",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "RAMPART_DB_POOL_SIZE",
+    "RAMPART_LOG_FORMAT",
+    "RAMPART_LOG_LEVEL",
+    "RAMPART_TRUSTED_PROXIES",
+    "RAMPART_ALLOWED_ORIGINS",
+    "RAMPART_RATE_LIMIT_PER_MINUTE",
+    "RAMPART_LOGIN_RATE_PER_MINUTE",
+    "RAMPART_REGISTER_RATE_PER_HOUR",
+    "RAMPART_MAX_BODY_BYTES",
+    "RAMPART_REQUEST_TIMEOUT",
+    "RAMPART_SHUTDOWN_TIMEOUT",
+    "RAMPART_DOCS",
+    "RAMPART_JWT_KEYS_DIR",
+    "RAMPART_JWT_ALG",
+    "RAMPART_JWT_ISSUER",
+    "RAMPART_JWT_AUDIENCE",
+    "RAMPART_JWT_LEEWAY",
+    "RAMPART_ACCESS_TOKEN_TTL",
+    "RAMPART_REFRESH_TOKEN_TTL",
+    "RAMPART_SESSION_MAX_AGE",
+    "RAMPART_COOKIE_SECURE",
+    "RAMPART_PASSWORD_MIN_LENGTH",
+    "RAMPART_LOGIN_MAX_FAILURES",
+    "RAMPART_LOCKOUT_SECONDS",
+    "RAMPART_LOCKOUT_SCOPE",
+    "RAMPART_DATA_KEY",
+    "RAMPART_SMTP_URL",
+    "RAMPART_MAIL_OUTBOX",
+    "RAMPART_PUBLIC_URL",
+    "RAMPART_RESET_RATE_PER_HOUR",
+    "RAMPART_PASSWORD_RESET_TTL",
+];
+
+/// Variables whose values are secrets: they are never echoed in a problem line.
+const SECRET: &[&str] = &[
+    "DATABASE_URL",
+    "REDIS_URL",
+    "RAMPART_DATA_KEY",
+    "RAMPART_SMTP_URL",
+];
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/rampart.db";
+
+/// Raw `NAME -> value` pairs, environment over file.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    values: BTreeMap<String, String>,
+    unknown: Vec<String>,
+}
+
+impl Sources {
+    /// Reads the process environment and, if given, a TOML file.
+    pub fn gather(file: Option<&Path>) -> Result<Self, Vec<String>> {
+        let mut sources = Self::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| vec![format!("--config {}: cannot read: {e}", path.display())])?;
+            sources.merge_toml(&text).map_err(|e| {
+                vec![format!("--config {}: {e}", path.display())]
+            })?;
+        }
+        sources.merge_env(std::env::vars());
+        Ok(sources)
+    }
+
+    /// Adds variables from an iterator of `(name, value)`; names without the prefix (other
+    /// than `DATABASE_URL` and `REDIS_URL`) are ignored.
+    pub fn merge_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (name, value) in vars {
+            if name == "DATABASE_URL" || name == "REDIS_URL" || name.starts_with(PREFIX) {
+                self.insert(name, value);
+            }
+        }
+    }
+
+    /// Adds a TOML document of `key = value` lines (keys as the variable names in lower case
+    /// without the prefix).
+    pub fn merge_toml(&mut self, text: &str) -> Result<(), String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            format!("not valid TOML: {}", e.message())
+        })?;
+        for (key, value) in table {
+            let upper = key.to_ascii_uppercase();
+            let name = if upper == "DATABASE_URL" || upper == "REDIS_URL" {
+                upper
+            } else {
+                format!("{PREFIX}{upper}")
+            };
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => {
+                    let mut parts = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item {
+                            toml::Value::String(s) => parts.push(s),
+                            _ => return Err(format!("{key}: list items must be strings")),
+                        }
+                    }
+                    parts.join(",")
+                }
+                _ => return Err(format!("{key}: must be a string, integer, boolean or list")),
+            };
+            self.insert(name, value);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, name: String, value: String) {
+        if !KNOWN.contains(&name.as_str()) && !self.unknown.contains(&name) {
+            self.unknown.push(name.clone());
+        }
+        self.values.insert(name, value);
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut s = Self::default();
+        s.merge_env(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        s
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Collects problems while fields are parsed.
+struct Parser<'a> {
+    src: &'a Sources,
+    problems: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, name: &str, issue: impl std::fmt::Display) {
+        if SECRET.contains(&name) {
+            self.problems.push(format!("{name}: {issue}"));
+        } else {
+            let shown = self.src.get(name).unwrap_or_default();
+            self.problems.push(format!("{name}: {issue} (got {shown:?})"));
+        }
+    }
+
+    fn string(&mut self, name: &str, default: &str) -> String {
+        self.src.get(name).unwrap_or(default).trim().to_owned()
+    }
+
+    fn parsed<T>(&mut self, name: &str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        match self.src.get(name) {
+            None => default,
+            Some(raw) => match parse(raw.trim()) {
+                Ok(v) => v,
+                Err(issue) => {
+                    self.problem(name, issue);
+                    default
+                }
+            },
+        }
+    }
+
+    fn number<T: std::str::FromStr + Copy + PartialOrd + std::fmt::Display>(
+        &mut self,
+        name: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> T {
+        self.parsed(name, default, |raw| match raw.parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(format!("must be a whole number from {min} to {max}")),
+        })
+    }
+
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        self.parsed(name, default, |raw| match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        })
+    }
+
+    fn duration(&mut self, name: &str, default: Duration, max: Duration) -> Duration {
+        self.parsed(name, default, |raw| match parse_duration(raw) {
+            Some(d) if d > Duration::ZERO && d <= max => Ok(d),
+            Some(_) => Err(format!("must be positive and at most {} seconds", max.as_secs())),
+            None => Err("must be whole seconds or a number with one of s, m, h, d (e.g. 15m)".to_owned()),
+        })
+    }
+}
+
+/// `900`, `900s`, `15m`, `12h`, `7d`: whole seconds or a number with one unit suffix.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let (digits, unit) = match raw.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&raw[..i], c),
+        _ => (raw, 's'),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }?;
+    Some(Duration::from_secs(secs))
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Config {
+    /// Parses the configuration, or returns every problem found (one line each).
+    pub fn load(src: &Sources) -> Result<Self, Vec<String>> {
+        let mut p = Parser {
+            src,
+            problems: Vec::new(),
+        };
+        let env = p.parsed("RAMPART_ENV", Environment::Development, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "development" | "dev" => Ok(Environment::Development),
+                "production" | "prod" => Ok(Environment::Production),
+                _ => Err("must be development or production".to_owned()),
+            }
+        });
+        let bind = p.parsed(
+            "RAMPART_BIND",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            |raw| {
+                raw.parse::<SocketAddr>()
+                    .map_err(|_| "must be an address and port such as 127.0.0.1:8080".to_owned())
+            },
+        );
+        let database_url = p.string("DATABASE_URL", DEFAULT_DATABASE_URL);
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            p.problem(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+        let redis_url = src.get("REDIS_URL").map(|s| Redacted(s.trim().to_owned()));
+        if let Some(url) = &redis_url {
+            if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
+                p.problem("REDIS_URL", "must start with redis:// or rediss://");
+            }
+        }
+        let db_pool_size = p.number("RAMPART_DB_POOL_SIZE", 10u32, 1, 1000);
+        let log_format = p.parsed("RAMPART_LOG_FORMAT", LogFormat::Json, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                _ => Err("must be json or pretty".to_owned()),
+            }
+        });
+        let log_level = p.string("RAMPART_LOG_LEVEL", "info");
+        let trusted_proxies = p.parsed("RAMPART_TRUSTED_PROXIES", Vec::new(), parse_cidrs);
+        let allowed_origins = p.parsed("RAMPART_ALLOWED_ORIGINS", Vec::new(), parse_origins);
+        let rate_limit_per_minute = p.number("RAMPART_RATE_LIMIT_PER_MINUTE", 300u32, 1, 10_000_000);
+        let login_rate_per_minute = p.number("RAMPART_LOGIN_RATE_PER_MINUTE", 10u32, 1, 10_000_000);
+        let register_rate_per_hour = p.number("RAMPART_REGISTER_RATE_PER_HOUR", 20u32, 1, 10_000_000);
+        let max_body_bytes = p.number("RAMPART_MAX_BODY_BYTES", 64 * 1024usize, 1024, 64 << 20);
+        let request_timeout = p.duration("RAMPART_REQUEST_TIMEOUT", Duration::from_secs(30), Duration::from_secs(600));
+        let shutdown_timeout = p.duration("RAMPART_SHUTDOWN_TIMEOUT", Duration::from_secs(30), Duration::from_secs(600));
+        let docs = p.bool("RAMPART_DOCS", env == Environment::Development);
+        let jwt_keys_dir = PathBuf::from(p.string("RAMPART_JWT_KEYS_DIR", "./data/keys"));
+        let jwt_alg = p.parsed("RAMPART_JWT_ALG", JwtAlg::Rs256, |raw| {
+            JwtAlg::parse(raw).ok_or_else(|| "must be RS256 or EdDSA".to_owned())
+        });
+        let jwt_issuer = p.string("RAMPART_JWT_ISSUER", "rampart");
+        let jwt_audience = p.string("RAMPART_JWT_AUDIENCE", "rampart-api");
+        let jwt_leeway = p.parsed("RAMPART_JWT_LEEWAY", Duration::from_secs(30), |raw| {
+            match parse_duration(raw) {
+                Some(d) if d <= Duration::from_secs(60) => Ok(d),
+                _ => Err("must be a duration of at most 60 seconds".to_owned()),
+            }
+        });
+        let access_token_ttl = p.duration("RAMPART_ACCESS_TOKEN_TTL", Duration::from_secs(900), DAY);
+        let refresh_token_ttl = p.duration("RAMPART_REFRESH_TOKEN_TTL", 7 * DAY, 365 * DAY);
+        let session_max_age = p.duration("RAMPART_SESSION_MAX_AGE", 30 * DAY, 365 * DAY);
+        let cookie_secure = p.bool("RAMPART_COOKIE_SECURE", true);
+        let password_min_length = p.number("RAMPART_PASSWORD_MIN_LENGTH", 12usize, 8, 128);
+        let login_max_failures = p.number("RAMPART_LOGIN_MAX_FAILURES", 5u32, 1, 1000);
+        let lockout_seconds = p.duration("RAMPART_LOCKOUT_SECONDS", Duration::from_secs(900), DAY);
+        let lockout_scope = p.parsed("RAMPART_LOCKOUT_SCOPE", LockoutScope::Email, |raw| {
+            match raw {
+                "email" => Ok(LockoutScope::Email),
+                "email_ip" => Ok(LockoutScope::EmailIp),
+                _ => Err("must be email or email_ip".to_owned()),
+            }
+        });
+        let data_key = match src.get("RAMPART_DATA_KEY") {
+            None => None,
+            Some(raw) => match decode_data_key(raw) {
+                Some(key) => Some(Redacted(key)),
+                None => {
+                    p.problem("RAMPART_DATA_KEY", "must be 32 random bytes, base64-encoded");
+                    None
+                }
+            },
+        };
+        let smtp_url = src.get("RAMPART_SMTP_URL").map(|s| Redacted(s.trim().to_owned()));
+        let mail_outbox = PathBuf::from(p.string("RAMPART_MAIL_OUTBOX", "./data/outbox"));
+        let public_url = p.string(
+            "RAMPART_PUBLIC_URL",
+            &format!("http://{bind}"),
+        );
+        if url::Url::parse(&public_url).is_err() {
+            p.problem("RAMPART_PUBLIC_URL", "must be an absolute URL");
+        }
+        let reset_rate_per_hour = p.number("RAMPART_RESET_RATE_PER_HOUR", 5u32, 1, 10_000);
+        let password_reset_ttl = p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
+
+        if p.problems.is_empty() {
+            Ok(Self {
+                env,
+                bind,
+                database_url,
+                redis_url,
+                db_pool_size,
+                log_format,
+                log_level,
+                trusted_proxies,
+                allowed_origins,
+                rate_limit_per_minute,
+                login_rate_per_minute,
+                register_rate_per_hour,
+                max_body_bytes,
+                request_timeout,
+                shutdown_timeout,
+                docs,
+                jwt_keys_dir,
+                jwt_alg,
+                jwt_issuer,
+                jwt_audience,
+                jwt_leeway,
+                access_token_ttl,
+                refresh_token_ttl,
+                session_max_age,
+                cookie_secure,
+                password_min_length,
+                login_max_failures,
+                lockout_seconds,
+                lockout_scope,
+                data_key,
+                smtp_url,
+                mail_outbox,
+                public_url,
+                reset_rate_per_hour,
+                password_reset_ttl,
+            })
+        } else {
+            Err(p.problems)
+        }
+    }
+
+    /// Variables with the prefix that Rampart does not know (likely typos).
+    pub fn unknown_variables(src: &Sources) -> &[String] {
+        &src.unknown
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// The rules of contract §9 that production enforces, one line per broken rule, each
+    /// naming its variable. `has_active_key` tells whether `jwt_keys_dir` holds an active key
+    /// (checked by the caller, which owns the key store).
+    pub fn production_problems(&self, src: &Sources, has_active_key: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !has_active_key {
+            problems.push(format!(
+                "RAMPART_JWT_KEYS_DIR: {} holds no active signing key (production never generates keys; run `rampart keys generate --dir {}`)",
+                self.jwt_keys_dir.display(),
+                self.jwt_keys_dir.display()
+            ));
+        }
+        if self.allowed_origins.is_empty() {
+            problems.push("RAMPART_ALLOWED_ORIGINS: must be set to the exact origins of your web clients".to_owned());
+        } else if self.allowed_origins.iter().any(|o| o.contains('*')) {
+            problems.push("RAMPART_ALLOWED_ORIGINS: must not contain `*`".to_owned());
+        }
+        if self.data_key.is_none() {
+            problems.push("RAMPART_DATA_KEY: must be set to 32 random bytes, base64-encoded (e.g. `openssl rand -base64 32`)".to_owned());
+        }
+        match &self.smtp_url {
+            None => problems.push("RAMPART_SMTP_URL: must be set (smtps://… or smtp://…?tls=required)".to_owned()),
+            Some(url) if !smtp_url_requires_tls(&url.0) => problems.push(
+                "RAMPART_SMTP_URL: must use TLS (smtps://… or smtp://…?tls=required)".to_owned(),
+            ),
+            Some(_) => {}
+        }
+        if !self.cookie_secure {
+            problems.push("RAMPART_COOKIE_SECURE: must not be false in production".to_owned());
+        }
+        if src.get("RAMPART_PUBLIC_URL").is_none() || !self.public_url.starts_with("https://") {
+            problems.push("RAMPART_PUBLIC_URL: must be an https:// URL".to_owned());
+        }
+        if let Some(problem) = postgres_tls_problem(&self.database_url) {
+            problems.push(format!("DATABASE_URL: {problem}"));
+        }
+        for name in &src.unknown {
+            problems.push(format!("{name}: unknown variable (a typo?); remove it or fix its name"));
+        }
+        problems
+    }
+}
+
+fn parse_cidrs(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not a CIDR such as 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if origin == "*" || origin.contains('*') {
+            // Kept so that the production check names it; development warns about nothing
+            // but never echoes `*` either (CORS only ever echoes exact matches).
+            origins.push(origin.to_owned());
+            continue;
+        }
+        let url = url::Url::parse(origin).map_err(|_| format!("{origin:?} is not an origin"))?;
+        let canonical = url.origin().ascii_serialization();
+        if canonical == "null" || canonical != origin.trim_end_matches('/') {
+            return Err(format!(
+                "{origin:?} is not an exact origin (scheme://host[:port], no path)"
+            ));
+        }
+        origins.push(canonical);
+    }
+    Ok(origins)
+}
+
+fn decode_data_key(raw: &str) -> Option<[u8; 32]> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim()))
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+fn smtp_url_requires_tls(raw: &str) -> bool {
+    let Ok(url) = url::Url::parse(raw) else {
+        return false;
+    };
+    match url.scheme() {
+        "smtps" => true,
+        "smtp" => url
+            .query_pairs()
+            .any(|(k, v)| k == "tls" && v == "required"),
+        _ => false,
+    }
+}
+
+/// A PostgreSQL URL must verify the server's certificate unless it stays on this host.
+fn postgres_tls_problem(raw: &str) -> Option<&'static str> {
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return None;
+    }
+    let Ok(url) = url::Url::parse(raw) else {
+        return Some("is not a valid URL");
+    };
+    let query_host = url
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned());
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let local = |h: &str| {
+        h.is_empty()
+            || h.starts_with('/')
+            || h.starts_with("%2F")
+            || h.eq_ignore_ascii_case("localhost")
+            || h.trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let is_local = match &query_host {
+        Some(h) => local(h),
+        None => local(&host),
+    };
+    if is_local {
+        return None;
+    }
+    let sslmode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    match sslmode.as_deref() {
+        Some("verify-full") | Some("verify-ca") => None,
+        _ => Some(
+            "a PostgreSQL server that is not on this host must use sslmode=verify-full (or verify-ca); `require` checks no certificate",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+        Config::load(&Sources::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_need_no_setup() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.env, Environment::Development);
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.rate_limit_per_minute, 300);
+        assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(c.refresh_token_ttl, 7 * DAY);
+        assert_eq!(c.jwt_alg, JwtAlg::Rs256);
+        assert!(c.docs);
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        assert_eq!(parse_duration("900"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("7d"), Some(7 * DAY));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        for bad in ["", "m", "1.5m", "-3", "3w", "1 m", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_name() {
+        let problems = load(&[
+            ("RAMPART_BIND", "nope"),
+            ("RAMPART_RATE_LIMIT_PER_MINUTE", "0"),
+            ("RAMPART_JWT_ALG", "HS256"),
+            ("RAMPART_JWT_LEEWAY", "90"),
+            ("RAMPART_DATA_KEY", "c2hvcnQ="),
+            ("RAMPART_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("DATABASE_URL", "mysql://secret@x"),
+        ])
+        .unwrap_err();
+        for name in [
+            "RAMPART_BIND",
+            "RAMPART_RATE_LIMIT_PER_MINUTE",
+            "RAMPART_JWT_ALG",
+            "RAMPART_JWT_LEEWAY",
+            "RAMPART_DATA_KEY",
+            "RAMPART_TRUSTED_PROXIES",
+            "DATABASE_URL",
+        ] {
+            assert!(problems.iter().any(|p| p.starts_with(name)), "{name}: {problems:?}");
+        }
+        assert!(!problems.iter().any(|p| p.contains("secret")), "secret echoed: {problems:?}");
+    }
+
+    #[test]
+    fn toml_file_is_overridden_by_env() {
+        let mut src = Sources::default();
+        src.merge_toml("bind = \"127.0.0.1:9000\"\nrate_limit_per_minute = 42\nallowed_origins = [\"https://a.example\", \"https://b.example\"]\n")
+            .unwrap();
+        src.merge_env([("RAMPART_BIND".to_owned(), "127.0.0.1:9001".to_owned())]);
+        let c = Config::load(&src).unwrap();
+        assert_eq!(c.bind.port(), 9001);
+        assert_eq!(c.rate_limit_per_minute, 42);
+        assert_eq!(c.allowed_origins, ["https://a.example", "https://b.example"]);
+    }
+
+    fn prod_ok() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("RAMPART_ENV", "production"),
+            ("RAMPART_ALLOWED_ORIGINS", "https://app.example"),
+            ("RAMPART_DATA_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            ("RAMPART_SMTP_URL", "smtps://user:pw@mail.example"),
+            ("RAMPART_PUBLIC_URL", "https://api.example"),
+            ("DATABASE_URL", "postgres://app@db.example/rampart?sslmode=verify-full"),
+        ]
+    }
+
+    fn prod_problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        let src = Sources::from_pairs(pairs.iter().copied());
+        let c = Config::load(&src).unwrap();
+        c.production_problems(&src, true)
+    }
+
+    #[test]
+    fn production_accepts_a_complete_configuration() {
+        assert_eq!(prod_problems(&prod_ok()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn production_refuses_each_rule() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("RAMPART_ALLOWED_ORIGINS", None, "RAMPART_ALLOWED_ORIGINS"),
+            ("RAMPART_ALLOWED_ORIGINS", Some("*"), "RAMPART_ALLOWED_ORIGINS"),
+            ("RAMPART_DATA_KEY", None, "RAMPART_DATA_KEY"),
+            ("RAMPART_SMTP_URL", None, "RAMPART_SMTP_URL"),
+            ("RAMPART_SMTP_URL", Some("smtp://mail.example"), "RAMPART_SMTP_URL"),
+            ("RAMPART_PUBLIC_URL", None, "RAMPART_PUBLIC_URL"),
+            ("RAMPART_PUBLIC_URL", Some("http://api.example"), "RAMPART_PUBLIC_URL"),
+            ("DATABASE_URL", Some("postgres://app@db.example/r?sslmode=require"), "DATABASE_URL"),
+            ("DATABASE_URL", Some("postgres://app@db.example/r"), "DATABASE_URL"),
+        ];
+        for (var, value, expect) in cases {
+            let mut pairs: Vec<_> = prod_ok().into_iter().filter(|(k, _)| k != var).collect();
+            if let Some(v) = value {
+                pairs.push((var, v));
+            }
+            let problems = prod_problems(&pairs);
+            assert_eq!(problems.len(), 1, "{var}={value:?}: {problems:?}");
+            assert!(problems[0].starts_with(expect), "{problems:?}");
+        }
+        let mut pairs = prod_ok();
+        pairs.push(("RAMPART_COOKIE_SECURE", "false"));
+        assert!(prod_problems(&pairs)[0].starts_with("RAMPART_COOKIE_SECURE"));
+        let mut pairs = prod_ok();
+        pairs.push(("RAMPART_RATE_LIMIT_PER_MINUT", "5"));
+        assert!(prod_problems(&pairs)[0].starts_with("RAMPART_RATE_LIMIT_PER_MINUT:"));
+        let src = Sources::from_pairs(prod_ok());
+        let c = Config::load(&src).unwrap();
+        assert!(c.production_problems(&src, false)[0].starts_with("RAMPART_JWT_KEYS_DIR"));
+    }
+
+    #[test]
+    fn loopback_and_socket_postgres_need_no_tls() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/app",
+            "postgres://postgres@localhost/app",
+            "postgres://postgres@[::1]/app",
+            "postgres:///app?host=/var/run/postgresql",
+            "sqlite://./data/rampart.db",
+            "postgres://app@db.example/r?sslmode=verify-ca",
+        ] {
+            assert_eq!(postgres_tls_problem(url), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn smtp_tls_rules() {
+        assert!(smtp_url_requires_tls("smtps://u:p@h"));
+        assert!(smtp_url_requires_tls("smtp://h:587?tls=required"));
+        assert!(!smtp_url_requires_tls("smtp://h:587?tls=opportunistic"));
+        assert!(!smtp_url_requires_tls("smtp://h"));
+    }
+
+    #[test]
+    fn origins_must_be_exact() {
+        assert!(load(&[("RAMPART_ALLOWED_ORIGINS", "https://a.example/path")]).is_err());
+        assert_eq!(
+            load(&[("RAMPART_ALLOWED_ORIGINS", "https://a.example, http://localhost:3000")])
+                .unwrap()
+                .allowed_origins,
+            ["https://a.example", "http://localhost:3000"]
+        );
+    }
+}

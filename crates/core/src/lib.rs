@@ -1,0 +1,12 @@
+//! Rampart's domain: the error type every layer speaks, typed configuration, the clock,
+//! signing keys and the audit hash chain. Nothing here knows about HTTP or SQL: `api`
+//! and `store` depend on this crate, never the other way round.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keys;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{Error, FieldError, Result};

@@ -1,0 +1,177 @@
+//! Wiring: configuration → checks → keys → database → server, and the other subcommands.
+//!
+//! Exit status: 0 success, 1 runtime failure (or a broken audit chain), 2 configuration
+//! refused (one line per problem on stderr, each naming its variable, before any port is
+//! bound or any file is written).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use rampart_api::AppState;
+use rampart_core::SystemClock;
+use rampart_core::audit::VerifyOutcome;
+use rampart_core::config::{Config, JwtAlg, Sources};
+use rampart_core::keys::{self, KeyStore};
+use rampart_store::Db;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::cli::{Alg, AuditCommand, Cli, Command, KeyArgs, KeysCommand};
+use crate::telemetry;
+
+const CONFIG_REFUSED: u8 = 2;
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let sources = match Sources::gather(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(problems) => return refuse(&problems),
+    };
+    let config = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(problems) => return refuse(&problems),
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    if config.is_production() && matches!(command, Command::Serve) {
+        let problems = config.production_problems(&sources, keys::has_active_key(&config.jwt_keys_dir));
+        if !problems.is_empty() {
+            return refuse(&problems);
+        }
+    }
+    let result = match command {
+        Command::Serve => serve(config, &sources).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Keys { command } => keys_command(&config, command),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => return audit_verify(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rampart: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn refuse(problems: &[String]) -> ExitCode {
+    eprintln!("rampart: refusing to start; fix the configuration:");
+    for p in problems {
+        eprintln!("{p}");
+    }
+    ExitCode::from(CONFIG_REFUSED)
+}
+
+async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
+    telemetry::init(&config);
+    for name in Config::unknown_variables(sources) {
+        tracing::warn!(variable = %name, "unknown configuration variable ignored (a typo?)");
+    }
+    let keys = if config.is_production() {
+        KeyStore::load(&config.jwt_keys_dir)?
+    } else {
+        KeyStore::load_or_generate(&config.jwt_keys_dir, config.jwt_alg)?
+    };
+    let db = Db::connect(&config.database_url, config.db_pool_size).await?;
+    if config.is_production() {
+        let pending = db.pending_migrations().await?;
+        if pending > 0 {
+            anyhow::bail!(
+                "the database has {pending} pending migration(s); run `rampart migrate` before starting production instances"
+            );
+        }
+    } else {
+        db.migrate().await?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+    let local = listener.local_addr()?;
+    let deadline = config.shutdown_timeout;
+    let state = AppState::new(config, db.clone(), keys, Arc::new(SystemClock));
+    let router = rampart_api::build_router(state.clone(), OpenApiRouter::new());
+    tracing::info!(
+        address = %local,
+        production = state.config.is_production(),
+        backend = ?db.backend(),
+        active_kid = state.keys.active().kid(),
+        "rampart listening"
+    );
+    let served = rampart_api::serve(listener, router, state, shutdown_signal(), deadline).await;
+    db.close().await;
+    tracing::info!("shutdown complete");
+    served.map_err(Into::into)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url, 2).await?;
+    let pending = db.pending_migrations().await?;
+    db.migrate().await?;
+    db.close().await;
+    println!("migrations applied: {pending} (database up to date)");
+    Ok(())
+}
+
+fn keys_command(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let (args, rotate) = match command {
+        KeysCommand::Generate(args) => (args, false),
+        KeysCommand::Rotate(args) => (args, true),
+    };
+    let KeyArgs { dir, alg } = args;
+    let dir = dir.unwrap_or_else(|| config.jwt_keys_dir.clone());
+    let alg = match alg {
+        Some(Alg::Rs256) => JwtAlg::Rs256,
+        Some(Alg::EdDsa) => JwtAlg::EdDsa,
+        None => config.jwt_alg,
+    };
+    let kid = if rotate {
+        keys::rotate(&dir, alg)?
+    } else {
+        keys::generate(&dir, alg)?
+    };
+    println!("{kid}");
+    Ok(())
+}
+
+async fn audit_verify(config: &Config) -> ExitCode {
+    let outcome = async {
+        let db = Db::connect(&config.database_url, 2).await?;
+        let outcome = rampart_store::audit::verify(&db).await;
+        db.close().await;
+        outcome.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .await;
+    match outcome {
+        Ok(VerifyOutcome::Intact { count }) => {
+            println!("audit chain intact: {count} record(s) verified");
+            ExitCode::SUCCESS
+        }
+        Ok(VerifyOutcome::Broken { seq, id, reason }) => {
+            println!("audit chain BROKEN at record seq={seq} id={id}: {reason}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("rampart: audit verify failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

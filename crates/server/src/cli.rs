@@ -1,0 +1,67 @@
+//! Command-line interface (contract §9). `serve` is the default when no subcommand is given.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "rampart", version, about = "Rampart: a secure-by-default backend foundation")]
+pub struct Cli {
+    /// Read settings from this TOML file (environment variables override it).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a signing key (active only if the directory had none) and print its kid.
+    Generate(KeyArgs),
+    /// Add a signing key, make it the active one, and print its kid.
+    Rotate(KeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// Key directory (default: RAMPART_JWT_KEYS_DIR, else ./data/keys).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Key algorithm (default: RAMPART_JWT_ALG, else RS256).
+    #[arg(long, value_enum)]
+    pub alg: Option<Alg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Alg {
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit hash chain: exit 0 with the count when intact, 1 naming the first
+    /// broken record otherwise.
+    Verify,
+}

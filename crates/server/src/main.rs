@@ -1,0 +1,23 @@
+//! The `rampart` binary: a thin `main` over [`cli`], [`app`] and [`telemetry`].
+
+mod app;
+mod cli;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // aws-lc-rs everywhere (sqlx, reqwest): one process-wide rustls provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rampart: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(app::run(cli))
+}

@@ -1,0 +1,304 @@
+//! Connections, migrations and transactions for both backends.
+//!
+//! Invariants: SQLite runs in WAL mode with `foreign_keys` on, a 5 s busy timeout and
+//! `synchronous = NORMAL`, and every SQLite transaction starts with `BEGIN IMMEDIATE`, so a
+//! writer takes the write lock up front (waiting for it within the busy timeout) instead of
+//! failing with `SQLITE_BUSY` when a read lock cannot be upgraded. PostgreSQL honours the
+//! URL's `sslmode` as sqlx parses it. Startup errors never carry the URL, which may hold a
+//! password: they name the backend, host, port and database only.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite};
+
+use crate::error::DbResultExt;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool for one of the two backends. Cloning is cheap (the pools are `Arc`s).
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction. Dropping it without [`Tx::commit`] rolls it back.
+#[derive(Debug)]
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+const PING: &str = "SELECT 1";
+
+const SQLITE_MIGRATIONS_TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+     WHERE type = 'table' AND name = '_sqlx_migrations')";
+const POSTGRES_MIGRATIONS_TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations')";
+
+const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+impl Db {
+    /// Connects to `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`, `postgres://…` or
+    /// `postgresql://…` with at most `pool_size` connections. A SQLite file and its parent
+    /// directory are created when missing.
+    pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Db> {
+        let pool_size = pool_size.max(1);
+        if url.starts_with("sqlite:") {
+            connect_sqlite(url, pool_size).await.map(Db::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            connect_postgres(url, pool_size).await.map(Db::Postgres)
+        } else {
+            anyhow::bail!(
+                "unsupported database URL scheme (expected sqlite:, postgres:// or postgresql://)"
+            )
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies every embedded migration not yet applied. Safe to run repeatedly and from
+    /// several processes at once (sqlx takes a lock on PostgreSQL).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
+        }
+        .context("applying database migrations")
+    }
+
+    /// How many embedded migrations are not yet applied; 0 when the schema is current.
+    /// Reads only, so it works on an empty database.
+    pub async fn pending_migrations(&self) -> anyhow::Result<usize> {
+        let (migrator, table_exists_sql) = match self {
+            Db::Sqlite(_) => (&SQLITE_MIGRATOR, SQLITE_MIGRATIONS_TABLE_EXISTS),
+            Db::Postgres(_) => (&POSTGRES_MIGRATOR, POSTGRES_MIGRATIONS_TABLE_EXISTS),
+        };
+        let applied: Vec<i64> = with_pool!(self, pool => {
+            let exists: bool = sqlx::query_scalar(table_exists_sql).fetch_one(pool).await?;
+            if exists {
+                sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(pool).await?
+            } else {
+                Vec::new()
+            }
+        });
+        Ok(migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .count())
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        with_pool!(self, pool => sqlx::query(PING).execute(pool).await.map(|_| ()))
+            .context("pinging the database")?;
+        Ok(())
+    }
+
+    /// Waits for checked-out connections to return, then closes every connection.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await);
+    }
+
+    /// Starts a transaction; on SQLite with `BEGIN IMMEDIATE` (see the module docs).
+    pub async fn begin(&self) -> rampart_core::Result<Tx> {
+        match self {
+            Db::Sqlite(pool) => pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map(Tx::Sqlite)
+                .db_context("starting a transaction"),
+            Db::Postgres(pool) => pool
+                .begin()
+                .await
+                .map(Tx::Postgres)
+                .db_context("starting a transaction"),
+        }
+    }
+}
+
+impl Tx {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn commit(self) -> rampart_core::Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .db_context("committing a transaction")
+    }
+
+    pub async fn rollback(self) -> rampart_core::Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Postgres(tx) => tx.rollback().await,
+        }
+        .db_context("rolling back a transaction")
+    }
+}
+
+async fn connect_sqlite(url: &str, pool_size: u32) -> anyhow::Result<SqlitePool> {
+    let in_memory = is_sqlite_memory_url(url);
+    let mut options = SqliteConnectOptions::from_str(url)
+        .context("parsing the SQLite database URL")?
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .synchronous(SqliteSynchronous::Normal);
+    let mut pool = SqlitePoolOptions::new()
+        .max_connections(pool_size)
+        .acquire_timeout(ACQUIRE_TIMEOUT);
+    if in_memory {
+        // A shared-cache in-memory database lives as long as one connection to it does.
+        pool = pool
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    } else {
+        options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        create_parent_dir(options.get_filename())?;
+    }
+    pool.connect_with(options)
+        .await
+        .context("opening the SQLite database")
+}
+
+/// `sqlite::memory:`, `sqlite://:memory:` or `mode=memory` in the query string.
+fn is_sqlite_memory_url(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
+fn create_parent_dir(file: &Path) -> anyhow::Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the database directory {}", dir.display())),
+        _ => Ok(()),
+    }
+}
+
+async fn connect_postgres(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
+    // The parse error says what is wrong without echoing the URL.
+    let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL database URL")?;
+    let target = format!(
+        "PostgreSQL at {}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username())
+    );
+    PgPoolOptions::new()
+        .max_connections(pool_size)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to {target}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_in_memory_sqlite_urls() {
+        assert!(is_sqlite_memory_url("sqlite::memory:"));
+        assert!(is_sqlite_memory_url("sqlite://:memory:"));
+        assert!(is_sqlite_memory_url("sqlite://db?mode=memory&cache=shared"));
+        assert!(!is_sqlite_memory_url("sqlite://data/rampart.db"));
+        assert!(!is_sqlite_memory_url("sqlite:rampart.db?mode=rwc"));
+    }
+
+    #[tokio::test]
+    async fn postgres_errors_do_not_reveal_the_password() {
+        let url = "postgres://rampart:s3cr3t-pw@127.0.0.1:1/rampart";
+        let err = Db::connect(url, 1).await.unwrap_err();
+        let text = format!("{err:#} {err:?}");
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+        assert!(text.contains("127.0.0.1:1/rampart"), "{text}");
+
+        let err = Db::connect("postgres://rampart:s3cr3t-pw@host:notaport/db", 1)
+            .await
+            .unwrap_err();
+        let text = format!("{err:#} {err:?}");
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_with_its_directory_and_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/rampart.db");
+        let db = Db::connect(&format!("sqlite:{}", path.display()), 2)
+            .await
+            .unwrap();
+        assert!(path.exists());
+        let Db::Sqlite(pool) = &db else {
+            panic!("not SQLite")
+        };
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let busy_timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            (journal.as_str(), foreign_keys, synchronous, busy_timeout),
+            ("wal", 1, 1, 5000)
+        );
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_refused_without_echoing_the_url() {
+        let err = Db::connect("mysql://root:pw@localhost/db", 1)
+            .await
+            .unwrap_err();
+        assert!(!format!("{err:#}").contains("pw@"));
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_works() {
+        let db = Db::connect("sqlite::memory:", 2).await.unwrap();
+        db.migrate().await.unwrap();
+        assert_eq!(db.pending_migrations().await.unwrap(), 0);
+        db.ping().await.unwrap();
+        db.close().await;
+    }
+}
