@@ -97,7 +97,9 @@ where
                 Problem::validation(vec![FieldError::new("body", "could not be read")])
             }
         })?;
-        parse_strict(&bytes).map(ApiJson).map_err(Problem::validation)
+        parse_strict(&bytes)
+            .map(ApiJson)
+            .map_err(Problem::validation)
     }
 }
 
@@ -168,7 +170,13 @@ fn backticked(msg: &str) -> Option<&str> {
 /// Turns a serde data error into a sentence for a person. serde's own messages name Rust
 /// types (`expected struct RegisterRequest`), which the contract forbids in responses.
 fn data_error(path: &str, msg: &str) -> FieldError {
-    let at = |p: &str| if p.is_empty() { "body".to_owned() } else { p.to_owned() };
+    let at = |p: &str| {
+        if p.is_empty() {
+            "body".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
     if msg.starts_with("unknown field") {
         // serde_path_to_error already records the unknown key as the last segment.
         let field = backticked(msg).unwrap_or_default();
@@ -188,7 +196,10 @@ fn data_error(path: &str, msg: &str) -> FieldError {
         return FieldError::new(join(path, field), "appears more than once");
     }
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        let expected = rest.split_once("expected ").map(|(_, e)| e).unwrap_or_default();
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| e)
+            .unwrap_or_default();
         let null = rest.starts_with("null");
         let issue = if null {
             "must not be null".to_owned()
@@ -208,7 +219,10 @@ fn data_error(path: &str, msg: &str) -> FieldError {
         return FieldError::new(at(path), "has the wrong number of items");
     }
     if msg.starts_with("invalid value") {
-        let expected = msg.split_once("expected ").map(|(_, e)| e).unwrap_or_default();
+        let expected = msg
+            .split_once("expected ")
+            .map(|(_, e)| e)
+            .unwrap_or_default();
         return FieldError::new(at(path), format!("must be {}", describe_expected(expected)));
     }
     // Custom messages come from our own validating newtypes and are written for people.
@@ -335,13 +349,33 @@ mod tests {
     #[test]
     fn rejects_each_kind_of_bad_input_naming_the_field() {
         let cases = [
-            (r#"{"email":"a","age":5,"role":"admin"}"#, "role", "is not an allowed field"),
+            (
+                r#"{"email":"a","age":5,"role":"admin"}"#,
+                "role",
+                "is not an allowed field",
+            ),
             (r#"{"age":5}"#, "email", "is required"),
-            (r#"{"email":"a","age":"5"}"#, "age", "must be an integer in range"),
+            (
+                r#"{"email":"a","age":"5"}"#,
+                "age",
+                "must be an integer in range",
+            ),
             (r#"{"email":null,"age":5}"#, "email", "must not be null"),
-            (r#"{"email":"a","age":-1}"#, "age", "must be an integer in range"),
-            (r#"{"email":"a","email":"b","age":1}"#, "email", "appears more than once"),
-            (r#"{"email":"a","age":1,"tags":[1]}"#, "tags.0", "must be a string"),
+            (
+                r#"{"email":"a","age":-1}"#,
+                "age",
+                "must be an integer in range",
+            ),
+            (
+                r#"{"email":"a","email":"b","age":1}"#,
+                "email",
+                "appears more than once",
+            ),
+            (
+                r#"{"email":"a","age":1,"tags":[1]}"#,
+                "tags.0",
+                "must be a string",
+            ),
             (r#"{"email":"a","age":1"#, "body", "is not valid JSON"),
             (r#"[1,2]"#, "body", "must be a JSON object"),
             (r#"["a@b.c",5,null,null]"#, "body", "must be a JSON object"),

@@ -55,8 +55,9 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
 
     let mut limited = limited;
     if config.docs {
-        let docs: Router<AppState> =
-            utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi).into();
+        let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
+            .url("/openapi.json", openapi)
+            .into();
         limited = limited.merge(routing::guard_router(docs));
     }
     let guards = routing::Guards {
@@ -89,7 +90,10 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
         .layer(mw::from_fn_with_state(cors, middleware::cors::layer))
         .layer(mw::from_fn(middleware::limits::uri_length))
         .layer(mw::from_fn(middleware::access_log::layer))
-        .layer(mw::from_fn_with_state(proxies, middleware::client_ip::layer))
+        .layer(mw::from_fn_with_state(
+            proxies,
+            middleware::client_ip::layer,
+        ))
         .layer(mw::from_fn(middleware::problem::layer))
         .layer(mw::from_fn_with_state(
             security,

@@ -42,8 +42,16 @@ impl Problem {
             401 => (status, "unauthenticated", "Authentication is required"),
             403 => (status, "forbidden", "You are not allowed to do this"),
             404 => (status, "not_found", "The requested resource was not found"),
-            405 => (status, "method_not_allowed", "This method is not allowed on this resource"),
-            409 => (status, "conflict", "The request conflicts with the current state"),
+            405 => (
+                status,
+                "method_not_allowed",
+                "This method is not allowed on this resource",
+            ),
+            409 => (
+                status,
+                "conflict",
+                "The request conflicts with the current state",
+            ),
             413 => (status, "payload_too_large", "Request body is too large"),
             414 => (status, "uri_too_long", "Request target is too long"),
             415 => (
@@ -57,7 +65,11 @@ impl Problem {
                 "unavailable",
                 "The service is unavailable, try again later",
             ),
-            400..=499 => (StatusCode::BAD_REQUEST, "validation_failed", "Request is invalid"),
+            400..=499 => (
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "Request is invalid",
+            ),
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -151,10 +163,7 @@ impl Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -224,7 +233,9 @@ mod tests {
 
     #[test]
     fn every_status_maps_to_a_contract_code() {
-        for status in [400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 415, 422, 429, 500, 502, 503] {
+        for status in [
+            400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 415, 422, 429, 500, 502, 503,
+        ] {
             let p = Problem::for_status(StatusCode::from_u16(status).unwrap());
             let expected = match p.status.as_u16() {
                 400 => "validation_failed",

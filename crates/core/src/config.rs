@@ -166,9 +166,9 @@ impl Sources {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| vec![format!("--config {}: cannot read: {e}", path.display())])?;
-            sources.merge_toml(&text).map_err(|e| {
-                vec![format!("--config {}: {e}", path.display())]
-            })?;
+            sources
+                .merge_toml(&text)
+                .map_err(|e| vec![format!("--config {}: {e}", path.display())])?;
         }
         sources.merge_env(std::env::vars());
         Ok(sources)
@@ -187,9 +187,9 @@ impl Sources {
     /// Adds a TOML document of `key = value` lines (keys as the variable names in lower case
     /// without the prefix).
     pub fn merge_toml(&mut self, text: &str) -> Result<(), String> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            format!("not valid TOML: {}", e.message())
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("not valid TOML: {}", e.message()))?;
         for (key, value) in table {
             let upper = key.to_ascii_uppercase();
             let name = if upper == "DATABASE_URL" || upper == "REDIS_URL" {
@@ -251,7 +251,8 @@ impl Parser<'_> {
             self.problems.push(format!("{name}: {issue}"));
         } else {
             let shown = self.src.get(name).unwrap_or_default();
-            self.problems.push(format!("{name}: {issue} (got {shown:?})"));
+            self.problems
+                .push(format!("{name}: {issue} (got {shown:?})"));
         }
     }
 
@@ -259,7 +260,12 @@ impl Parser<'_> {
         self.src.get(name).unwrap_or(default).trim().to_owned()
     }
 
-    fn parsed<T>(&mut self, name: &str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
         match self.src.get(name) {
             None => default,
             Some(raw) => match parse(raw.trim()) {
@@ -286,18 +292,25 @@ impl Parser<'_> {
     }
 
     fn bool(&mut self, name: &str, default: bool) -> bool {
-        self.parsed(name, default, |raw| match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err("must be true or false".to_owned()),
+        self.parsed(name, default, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err("must be true or false".to_owned()),
+            }
         })
     }
 
     fn duration(&mut self, name: &str, default: Duration, max: Duration) -> Duration {
         self.parsed(name, default, |raw| match parse_duration(raw) {
             Some(d) if d > Duration::ZERO && d <= max => Ok(d),
-            Some(_) => Err(format!("must be positive and at most {} seconds", max.as_secs())),
-            None => Err("must be whole seconds or a number with one of s, m, h, d (e.g. 15m)".to_owned()),
+            Some(_) => Err(format!(
+                "must be positive and at most {} seconds",
+                max.as_secs()
+            )),
+            None => Err(
+                "must be whole seconds or a number with one of s, m, h, d (e.g. 15m)".to_owned(),
+            ),
         })
     }
 }
@@ -358,10 +371,10 @@ impl Config {
             );
         }
         let redis_url = src.get("REDIS_URL").map(|s| Redacted(s.trim().to_owned()));
-        if let Some(url) = &redis_url {
-            if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
-                p.problem("REDIS_URL", "must start with redis:// or rediss://");
-            }
+        if let Some(url) = &redis_url
+            && !(url.0.starts_with("redis://") || url.0.starts_with("rediss://"))
+        {
+            p.problem("REDIS_URL", "must start with redis:// or rediss://");
         }
         let db_pool_size = p.number("RAMPART_DB_POOL_SIZE", 10u32, 1, 1000);
         let log_format = p.parsed("RAMPART_LOG_FORMAT", LogFormat::Json, |raw| {
@@ -374,12 +387,22 @@ impl Config {
         let log_level = p.string("RAMPART_LOG_LEVEL", "info");
         let trusted_proxies = p.parsed("RAMPART_TRUSTED_PROXIES", Vec::new(), parse_cidrs);
         let allowed_origins = p.parsed("RAMPART_ALLOWED_ORIGINS", Vec::new(), parse_origins);
-        let rate_limit_per_minute = p.number("RAMPART_RATE_LIMIT_PER_MINUTE", 300u32, 1, 10_000_000);
+        let rate_limit_per_minute =
+            p.number("RAMPART_RATE_LIMIT_PER_MINUTE", 300u32, 1, 10_000_000);
         let login_rate_per_minute = p.number("RAMPART_LOGIN_RATE_PER_MINUTE", 10u32, 1, 10_000_000);
-        let register_rate_per_hour = p.number("RAMPART_REGISTER_RATE_PER_HOUR", 20u32, 1, 10_000_000);
+        let register_rate_per_hour =
+            p.number("RAMPART_REGISTER_RATE_PER_HOUR", 20u32, 1, 10_000_000);
         let max_body_bytes = p.number("RAMPART_MAX_BODY_BYTES", 64 * 1024usize, 1024, 64 << 20);
-        let request_timeout = p.duration("RAMPART_REQUEST_TIMEOUT", Duration::from_secs(30), Duration::from_secs(600));
-        let shutdown_timeout = p.duration("RAMPART_SHUTDOWN_TIMEOUT", Duration::from_secs(30), Duration::from_secs(600));
+        let request_timeout = p.duration(
+            "RAMPART_REQUEST_TIMEOUT",
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+        );
+        let shutdown_timeout = p.duration(
+            "RAMPART_SHUTDOWN_TIMEOUT",
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+        );
         let docs = p.bool("RAMPART_DOCS", env == Environment::Development);
         let jwt_keys_dir = PathBuf::from(p.string("RAMPART_JWT_KEYS_DIR", "./data/keys"));
         let jwt_alg = p.parsed("RAMPART_JWT_ALG", JwtAlg::Rs256, |raw| {
@@ -387,47 +410,56 @@ impl Config {
         });
         let jwt_issuer = p.string("RAMPART_JWT_ISSUER", "rampart");
         let jwt_audience = p.string("RAMPART_JWT_AUDIENCE", "rampart-api");
-        let jwt_leeway = p.parsed("RAMPART_JWT_LEEWAY", Duration::from_secs(30), |raw| {
-            match parse_duration(raw) {
-                Some(d) if d <= Duration::from_secs(60) => Ok(d),
-                _ => Err("must be a duration of at most 60 seconds".to_owned()),
-            }
-        });
-        let access_token_ttl = p.duration("RAMPART_ACCESS_TOKEN_TTL", Duration::from_secs(900), DAY);
+        let jwt_leeway =
+            p.parsed(
+                "RAMPART_JWT_LEEWAY",
+                Duration::from_secs(30),
+                |raw| match parse_duration(raw) {
+                    Some(d) if d <= Duration::from_secs(60) => Ok(d),
+                    _ => Err("must be a duration of at most 60 seconds".to_owned()),
+                },
+            );
+        let access_token_ttl =
+            p.duration("RAMPART_ACCESS_TOKEN_TTL", Duration::from_secs(900), DAY);
         let refresh_token_ttl = p.duration("RAMPART_REFRESH_TOKEN_TTL", 7 * DAY, 365 * DAY);
         let session_max_age = p.duration("RAMPART_SESSION_MAX_AGE", 30 * DAY, 365 * DAY);
         let cookie_secure = p.bool("RAMPART_COOKIE_SECURE", true);
         let password_min_length = p.number("RAMPART_PASSWORD_MIN_LENGTH", 12usize, 8, 128);
         let login_max_failures = p.number("RAMPART_LOGIN_MAX_FAILURES", 5u32, 1, 1000);
         let lockout_seconds = p.duration("RAMPART_LOCKOUT_SECONDS", Duration::from_secs(900), DAY);
-        let lockout_scope = p.parsed("RAMPART_LOCKOUT_SCOPE", LockoutScope::Email, |raw| {
-            match raw {
+        let lockout_scope = p.parsed(
+            "RAMPART_LOCKOUT_SCOPE",
+            LockoutScope::Email,
+            |raw| match raw {
                 "email" => Ok(LockoutScope::Email),
                 "email_ip" => Ok(LockoutScope::EmailIp),
                 _ => Err("must be email or email_ip".to_owned()),
-            }
-        });
+            },
+        );
         let data_key = match src.get("RAMPART_DATA_KEY") {
             None => None,
             Some(raw) => match decode_data_key(raw) {
                 Some(key) => Some(Redacted(key)),
                 None => {
-                    p.problem("RAMPART_DATA_KEY", "must be 32 random bytes, base64-encoded");
+                    p.problem(
+                        "RAMPART_DATA_KEY",
+                        "must be 32 random bytes, base64-encoded",
+                    );
                     None
                 }
             },
         };
-        let smtp_url = src.get("RAMPART_SMTP_URL").map(|s| Redacted(s.trim().to_owned()));
+        let smtp_url = src
+            .get("RAMPART_SMTP_URL")
+            .map(|s| Redacted(s.trim().to_owned()));
         let mail_outbox = PathBuf::from(p.string("RAMPART_MAIL_OUTBOX", "./data/outbox"));
-        let public_url = p.string(
-            "RAMPART_PUBLIC_URL",
-            &format!("http://{bind}"),
-        );
+        let public_url = p.string("RAMPART_PUBLIC_URL", &format!("http://{bind}"));
         if url::Url::parse(&public_url).is_err() {
             p.problem("RAMPART_PUBLIC_URL", "must be an absolute URL");
         }
         let reset_rate_per_hour = p.number("RAMPART_RESET_RATE_PER_HOUR", 5u32, 1, 10_000);
-        let password_reset_ttl = p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
+        let password_reset_ttl =
+            p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
 
         if p.problems.is_empty() {
             Ok(Self {
@@ -494,7 +526,10 @@ impl Config {
             ));
         }
         if self.allowed_origins.is_empty() {
-            problems.push("RAMPART_ALLOWED_ORIGINS: must be set to the exact origins of your web clients".to_owned());
+            problems.push(
+                "RAMPART_ALLOWED_ORIGINS: must be set to the exact origins of your web clients"
+                    .to_owned(),
+            );
         } else if self.allowed_origins.iter().any(|o| o.contains('*')) {
             problems.push("RAMPART_ALLOWED_ORIGINS: must not contain `*`".to_owned());
         }
@@ -502,7 +537,9 @@ impl Config {
             problems.push("RAMPART_DATA_KEY: must be set to 32 random bytes, base64-encoded (e.g. `openssl rand -base64 32`)".to_owned());
         }
         match &self.smtp_url {
-            None => problems.push("RAMPART_SMTP_URL: must be set (smtps://… or smtp://…?tls=required)".to_owned()),
+            None => problems.push(
+                "RAMPART_SMTP_URL: must be set (smtps://… or smtp://…?tls=required)".to_owned(),
+            ),
             Some(url) if !smtp_url_requires_tls(&url.0) => problems.push(
                 "RAMPART_SMTP_URL: must use TLS (smtps://… or smtp://…?tls=required)".to_owned(),
             ),
@@ -518,7 +555,9 @@ impl Config {
             problems.push(format!("DATABASE_URL: {problem}"));
         }
         for name in &src.unknown {
-            problems.push(format!("{name}: unknown variable (a typo?); remove it or fix its name"));
+            problems.push(format!(
+                "{name}: unknown variable (a typo?); remove it or fix its name"
+            ));
         }
         problems
     }
@@ -674,9 +713,15 @@ mod tests {
             "RAMPART_TRUSTED_PROXIES",
             "DATABASE_URL",
         ] {
-            assert!(problems.iter().any(|p| p.starts_with(name)), "{name}: {problems:?}");
+            assert!(
+                problems.iter().any(|p| p.starts_with(name)),
+                "{name}: {problems:?}"
+            );
         }
-        assert!(!problems.iter().any(|p| p.contains("secret")), "secret echoed: {problems:?}");
+        assert!(
+            !problems.iter().any(|p| p.contains("secret")),
+            "secret echoed: {problems:?}"
+        );
     }
 
     #[test]
@@ -688,17 +733,26 @@ mod tests {
         let c = Config::load(&src).unwrap();
         assert_eq!(c.bind.port(), 9001);
         assert_eq!(c.rate_limit_per_minute, 42);
-        assert_eq!(c.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
     }
 
     fn prod_ok() -> Vec<(&'static str, &'static str)> {
         vec![
             ("RAMPART_ENV", "production"),
             ("RAMPART_ALLOWED_ORIGINS", "https://app.example"),
-            ("RAMPART_DATA_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            (
+                "RAMPART_DATA_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
             ("RAMPART_SMTP_URL", "smtps://user:pw@mail.example"),
             ("RAMPART_PUBLIC_URL", "https://api.example"),
-            ("DATABASE_URL", "postgres://app@db.example/rampart?sslmode=verify-full"),
+            (
+                "DATABASE_URL",
+                "postgres://app@db.example/rampart?sslmode=verify-full",
+            ),
         ]
     }
 
@@ -717,14 +771,34 @@ mod tests {
     fn production_refuses_each_rule() {
         let cases: &[(&str, Option<&str>, &str)] = &[
             ("RAMPART_ALLOWED_ORIGINS", None, "RAMPART_ALLOWED_ORIGINS"),
-            ("RAMPART_ALLOWED_ORIGINS", Some("*"), "RAMPART_ALLOWED_ORIGINS"),
+            (
+                "RAMPART_ALLOWED_ORIGINS",
+                Some("*"),
+                "RAMPART_ALLOWED_ORIGINS",
+            ),
             ("RAMPART_DATA_KEY", None, "RAMPART_DATA_KEY"),
             ("RAMPART_SMTP_URL", None, "RAMPART_SMTP_URL"),
-            ("RAMPART_SMTP_URL", Some("smtp://mail.example"), "RAMPART_SMTP_URL"),
+            (
+                "RAMPART_SMTP_URL",
+                Some("smtp://mail.example"),
+                "RAMPART_SMTP_URL",
+            ),
             ("RAMPART_PUBLIC_URL", None, "RAMPART_PUBLIC_URL"),
-            ("RAMPART_PUBLIC_URL", Some("http://api.example"), "RAMPART_PUBLIC_URL"),
-            ("DATABASE_URL", Some("postgres://app@db.example/r?sslmode=require"), "DATABASE_URL"),
-            ("DATABASE_URL", Some("postgres://app@db.example/r"), "DATABASE_URL"),
+            (
+                "RAMPART_PUBLIC_URL",
+                Some("http://api.example"),
+                "RAMPART_PUBLIC_URL",
+            ),
+            (
+                "DATABASE_URL",
+                Some("postgres://app@db.example/r?sslmode=require"),
+                "DATABASE_URL",
+            ),
+            (
+                "DATABASE_URL",
+                Some("postgres://app@db.example/r"),
+                "DATABASE_URL",
+            ),
         ];
         for (var, value, expect) in cases {
             let mut pairs: Vec<_> = prod_ok().into_iter().filter(|(k, _)| k != var).collect();
@@ -772,9 +846,12 @@ mod tests {
     fn origins_must_be_exact() {
         assert!(load(&[("RAMPART_ALLOWED_ORIGINS", "https://a.example/path")]).is_err());
         assert_eq!(
-            load(&[("RAMPART_ALLOWED_ORIGINS", "https://a.example, http://localhost:3000")])
-                .unwrap()
-                .allowed_origins,
+            load(&[(
+                "RAMPART_ALLOWED_ORIGINS",
+                "https://a.example, http://localhost:3000"
+            )])
+            .unwrap()
+            .allowed_origins,
             ["https://a.example", "http://localhost:3000"]
         );
     }

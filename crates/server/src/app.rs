@@ -31,7 +31,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if config.is_production() && matches!(command, Command::Serve) {
-        let problems = config.production_problems(&sources, keys::has_active_key(&config.jwt_keys_dir));
+        let problems =
+            config.production_problems(&sources, keys::has_active_key(&config.jwt_keys_dir));
         if !problems.is_empty() {
             return refuse(&problems);
         }

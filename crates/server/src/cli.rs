@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "rampart", version, about = "Rampart: a secure-by-default backend foundation")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Rampart: a secure-by-default backend foundation"
+)]
 pub struct Cli {
     /// Read settings from this TOML file (environment variables override it).
     #[arg(long, global = true, value_name = "FILE")]

@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     // aws-lc-rs everywhere (sqlx, reqwest): one process-wide rustls provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rampart: cannot start the async runtime: {e}");

@@ -52,7 +52,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub async fn layer(State(proxies): State<TrustedProxies>, mut req: Request, next: Next) -> Response {
+pub async fn layer(
+    State(proxies): State<TrustedProxies>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -83,7 +87,10 @@ mod tests {
     #[test]
     fn untrusted_peer_is_the_client_whatever_the_header_says() {
         let p = proxies(&["10.0.0.0/8"]);
-        assert_eq!(p.resolve(ip("203.0.113.9"), &["1.1.1.1"]), ip("203.0.113.9"));
+        assert_eq!(
+            p.resolve(ip("203.0.113.9"), &["1.1.1.1"]),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -93,9 +100,18 @@ mod tests {
             p.resolve(ip("10.0.0.1"), &["6.6.6.6, 198.51.100.7, 10.0.0.2"]),
             ip("198.51.100.7")
         );
-        assert_eq!(p.resolve(ip("10.0.0.1"), &["6.6.6.6", "198.51.100.7"]), ip("198.51.100.7"));
+        assert_eq!(
+            p.resolve(ip("10.0.0.1"), &["6.6.6.6", "198.51.100.7"]),
+            ip("198.51.100.7")
+        );
         assert_eq!(p.resolve(ip("10.0.0.1"), &[]), ip("10.0.0.1"));
-        assert_eq!(p.resolve(ip("10.0.0.1"), &["nonsense, 10.0.0.3"]), ip("10.0.0.3"));
-        assert_eq!(p.resolve(ip("::ffff:10.0.0.1"), &["192.0.2.1"]), ip("192.0.2.1"));
+        assert_eq!(
+            p.resolve(ip("10.0.0.1"), &["nonsense, 10.0.0.3"]),
+            ip("10.0.0.3")
+        );
+        assert_eq!(
+            p.resolve(ip("::ffff:10.0.0.1"), &["192.0.2.1"]),
+            ip("192.0.2.1")
+        );
     }
 }

@@ -48,7 +48,10 @@ pub async fn layer(State(cors): State<Cors>, req: Request, next: Next) -> Respon
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static(ALLOW_HEADERS),
         );
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(MAX_AGE),
+        );
         r
     } else {
         let mut r = next.run(req).await;

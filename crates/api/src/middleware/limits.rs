@@ -11,10 +11,7 @@ use crate::problem::Problem;
 pub const MAX_TARGET_BYTES: usize = 2048;
 
 pub async fn uri_length(req: Request, next: Next) -> Response {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len());
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_TARGET_BYTES {
         return Problem::for_status(StatusCode::URI_TOO_LONG).into_response();
     }

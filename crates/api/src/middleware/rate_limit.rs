@@ -23,7 +23,9 @@ impl IpRateLimiter {
     }
 
     pub fn per_minute(n: u32) -> Self {
-        Self::new(Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)))
+        Self::new(Quota::per_minute(
+            NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
+        ))
     }
 
     /// `Ok` when the request may go on, else the seconds to wait (at least 1).
@@ -58,7 +60,10 @@ mod tests {
         }
         let wait = l.check(ip).unwrap_err();
         assert!((1..=20).contains(&wait), "{wait}");
-        assert!(l.check("192.0.2.2".parse().unwrap()).is_ok(), "keyed per IP");
+        assert!(
+            l.check("192.0.2.2".parse().unwrap()).is_ok(),
+            "keyed per IP"
+        );
     }
 
     #[test]

@@ -37,8 +37,16 @@ pub async fn layer(
         header::CONTENT_SECURITY_POLICY,
         if docs { DOCS_CSP } else { API_CSP },
     );
-    set(h, HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
-    set(h, HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
+    set(
+        h,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    set(
+        h,
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    );
     set(
         h,
         HeaderName::from_static("permissions-policy"),
@@ -59,7 +67,10 @@ pub async fn layer(
             .get_all(header::VARY)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("origin")));
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("origin"))
+            });
         if !has_origin {
             h.append(header::VARY, HeaderValue::from_static("Origin"));
         }

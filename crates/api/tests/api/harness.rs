@@ -89,16 +89,37 @@ impl TestDb {
         }
     }
 
-    pub async fn destroy(self) {
-        if let Some((admin, name)) = &self.pg_admin {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await;
-                conn.close().await.ok();
-            }
+    pub async fn destroy(mut self) {
+        if let Some((admin, name)) = self.pg_admin.take() {
+            drop_pg_database(&admin, &name).await;
+        }
+    }
+}
+
+async fn drop_pg_database(admin: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+        conn.close().await.ok();
+    }
+}
+
+/// A test that panicked never reached `destroy`: drop its database anyway.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg_admin.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_pg_database(&admin, &name));
+                }
+            })
+            .join();
         }
     }
 }

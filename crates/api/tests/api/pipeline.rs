@@ -37,10 +37,12 @@ fn test_routes() -> OpenApiRouter<AppState> {
         )
         .route(
             "/api/v1/test/sleep/{ms}",
-            guard_method(get(|axum::extract::Path(ms): axum::extract::Path<u64>| async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                "done"
-            })),
+            guard_method(get(
+                |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "done"
+                },
+            )),
         )
         .route(
             "/api/v1/test/panic",
@@ -85,7 +87,10 @@ async fn health_live_and_ready(backend: Backend) {
     let r = app.get("/health/live").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-request-id").is_some());
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"status": "ok"}));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
     let r = app.get("/health/ready").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -133,12 +138,18 @@ async fn openapi_and_docs(backend: Backend) {
     let doc: serde_json::Value = r.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     for path in ["/health/live", "/health/ready", "/.well-known/jwks.json"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from {doc}");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from {doc}"
+        );
     }
     // Swagger UI comes from the binary: the page and its script load without any CDN.
     let r = app.get("/docs/").await;
     assert_eq!(r.status(), 200);
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let html = r.text().await.unwrap();
     assert!(html.contains("swagger"), "{html}");
@@ -165,7 +176,12 @@ async fn unknown_route_and_wrong_method_are_problems(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     problem(app.get("/api/v1/nope").await, 404, "not_found").await;
     problem(app.get("/nope").await, 404, "not_found").await;
-    let r = app.client.delete(app.url("/health/live")).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("allow").is_some());
     problem(r, 405, "method_not_allowed").await;
     let r = app
@@ -189,10 +205,7 @@ async fn request_target_over_2048_is_414(backend: Backend) {
 
 async fn body_over_limit_is_413(backend: Backend) {
     let app = app_with(backend, &[]).await;
-    let big = format!(
-        r#"{{"displayName":"{}","count":1}}"#,
-        "x".repeat(80 * 1024)
-    );
+    let big = format!(r#"{{"displayName":"{}","count":1}}"#, "x".repeat(80 * 1024));
     let r = app
         .client
         .post(app.url("/api/v1/test/echo"))
@@ -203,10 +216,7 @@ async fn body_over_limit_is_413(backend: Backend) {
         .unwrap();
     problem(r, 413, "payload_too_large").await;
     // Chunked, without Content-Length: still cut off at the limit.
-    let mut raw = format!(
-        "POST /api/v1/test/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
+    let mut raw = b"POST /api/v1/test/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for chunk in big.as_bytes().chunks(8192) {
         raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         raw.extend_from_slice(chunk);
@@ -278,12 +288,18 @@ async fn strict_json(backend: Backend) {
             .send()
     };
     let cases = [
-        (r#"{"displayName":"a","count":1,"roles":["admin"]}"#, "roles"),
+        (
+            r#"{"displayName":"a","count":1,"roles":["admin"]}"#,
+            "roles",
+        ),
         (r#"{"displayName":"a","count":"5"}"#, "count"),
         (r#"{"displayName":5,"count":1}"#, "displayName"),
         (r#"{"displayName":null,"count":1}"#, "displayName"),
         (r#"{"count":1}"#, "displayName"),
-        (r#"{"displayName":"a","displayName":"b","count":1}"#, "displayName"),
+        (
+            r#"{"displayName":"a","displayName":"b","count":1}"#,
+            "displayName",
+        ),
         (r#"{"displayName":"a","count":1.5}"#, "count"),
         (r#"{"displayName":"a","count":1"#, "body"),
         (r#""just a string""#, "body"),
@@ -291,16 +307,15 @@ async fn strict_json(backend: Backend) {
     for (body, field) in cases {
         let doc = problem(post(body).await.unwrap(), 400, "validation_failed").await;
         let errors = doc["errors"].as_array().unwrap();
-        assert!(
-            errors.iter().any(|e| e["field"] == field),
-            "{body}: {doc}"
-        );
+        assert!(errors.iter().any(|e| e["field"] == field), "{body}: {doc}");
         let text = doc.to_string();
         for leak in ["EchoRequest", "serde", "line 1", "struct", ".rs"] {
             assert!(!text.contains(leak), "{leak} leaked: {text}");
         }
     }
-    let r = post(r#"{"displayName":"a","count":2,"note":null}"#).await.unwrap();
+    let r = post(r#"{"displayName":"a","count":2,"note":null}"#)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["count"], 2);
     app.finish().await;
@@ -354,7 +369,11 @@ async fn security_headers_everywhere(backend: Backend) {
         assert!(h.get("strict-transport-security").is_none());
         if path.starts_with("/api/v1") {
             assert_eq!(h["cache-control"], "no-store");
-            assert!(h.get_all("vary").iter().any(|v| v.to_str().unwrap().contains("Origin")));
+            assert!(
+                h.get_all("vary")
+                    .iter()
+                    .any(|v| v.to_str().unwrap().contains("Origin"))
+            );
         }
     }
     app.finish().await;
@@ -370,10 +389,18 @@ async fn cors_allowlist(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
     // Any other origin: no CORS header at all, but still Vary: Origin on /api/v1.
-    for origin in ["https://evil.example", "https://app.example.evil", "null", "HTTPS://APP.EXAMPLE"] {
+    for origin in [
+        "https://evil.example",
+        "https://app.example.evil",
+        "null",
+        "HTTPS://APP.EXAMPLE",
+    ] {
         let r = app
             .client
             .get(app.url("/api/v1/nope"))
@@ -381,9 +408,21 @@ async fn cors_allowlist(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert!(r.headers().get("access-control-allow-origin").is_none(), "{origin}");
-        assert!(r.headers().get("access-control-allow-credentials").is_none());
-        assert!(r.headers().get_all("vary").iter().any(|v| v.to_str().unwrap().contains("Origin")));
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "{origin}"
+        );
+        assert!(
+            r.headers()
+                .get("access-control-allow-credentials")
+                .is_none()
+        );
+        assert!(
+            r.headers()
+                .get_all("vary")
+                .iter()
+                .any(|v| v.to_str().unwrap().contains("Origin"))
+        );
     }
     // Preflight: allowed → 204 with allow headers; disallowed → no allow headers.
     let pre = |origin: &'static str| {
@@ -396,8 +435,16 @@ async fn cors_allowlist(backend: Backend) {
     };
     let r = pre("https://app.example").await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
-    assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
     let r = pre("https://evil.example").await.unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
     assert!(r.headers().get("access-control-allow-methods").is_none());
@@ -449,8 +496,15 @@ async fn rate_limit_answers_429_with_retry_after(backend: Backend) {
         assert_eq!(from("192.0.2.1").await.unwrap().status(), 200);
     }
     let r = from("192.0.2.1").await.unwrap();
-    let secs: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=20).contains(&secs), "GCRA refill for 3/min is 20 s: {secs}");
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=20).contains(&secs),
+        "GCRA refill for 3/min is 20 s: {secs}"
+    );
     problem(r, 429, "rate_limited").await;
     // Per client: another address still has its burst.
     assert_eq!(from("192.0.2.2").await.unwrap().status(), 200);
@@ -519,7 +573,13 @@ async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
     assert_eq!(r.text().await.unwrap(), "done");
     assert!(started.elapsed() < Duration::from_secs(5));
     // No new connections after shutdown.
-    assert!(app.client.get(app.url("/health/live")).send().await.is_err());
+    assert!(
+        app.client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .is_err()
+    );
     assert!(app.state.is_draining());
     app.finish().await;
 }
@@ -532,7 +592,10 @@ async fn shutdown_deadline_abandons_slow_requests(backend: Backend) {
     let started = Instant::now();
     app.shutdown().await.unwrap();
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(2500), "deadline not enforced: {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "deadline not enforced: {took:?}"
+    );
     slow.abort();
     app.finish().await;
 }

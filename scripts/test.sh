@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: formatting, lints, and every test on SQLite and PostgreSQL.
+#
+#   TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/test.sh
+#
+# Without TEST_POSTGRES_URL the PostgreSQL half of each test is skipped with a notice,
+# unless CI is set, in which case it fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [ -z "${TEST_POSTGRES_URL:-}" ]; then
+  if [ -n "${CI:-}" ]; then
+    echo "TEST_POSTGRES_URL is not set: CI must run the PostgreSQL half" >&2
+    exit 1
+  fi
+  echo "notice: TEST_POSTGRES_URL is not set; PostgreSQL tests will be skipped"
+fi
+
+echo "==> cargo test (SQLite and PostgreSQL)"
+cargo test --workspace --locked
