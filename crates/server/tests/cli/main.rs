@@ -1,0 +1,12 @@
+//! Tests of the real `rampart` binary: configuration refusals, development start-up, key
+//! commands, graceful shutdown on signals, logs, migrations and `audit verify`, on SQLite
+//! and (where storage is involved) PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod audit;
+mod keys;
+mod logs;
+mod production;
+mod serve;
