@@ -82,7 +82,7 @@ async fn pretty_format_is_for_people() {
         l.local_addr().unwrap().port()
     };
     let bind = format!("127.0.0.1:{port}");
-    let mut child = crate::support::rampart(
+    let child = crate::support::rampart(
         dir.path(),
         &[
             ("RAMPART_LOG_FORMAT", "pretty"),
