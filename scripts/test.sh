@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: formatting, lints, and every test on SQLite and PostgreSQL.
 #
-#   TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/test.sh
+#   TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
+#   TEST_REDIS_URL=redis://127.0.0.1:6379 scripts/test.sh
 #
-# Without TEST_POSTGRES_URL the PostgreSQL half of each test is skipped with a notice,
-# unless CI is set, in which case it fails.
+# Without TEST_POSTGRES_URL (or TEST_REDIS_URL) the tests that need that server are
+# skipped with a notice, unless CI is set, in which case they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,13 @@ if [ -z "${TEST_POSTGRES_URL:-}" ]; then
     exit 1
   fi
   echo "notice: TEST_POSTGRES_URL is not set; PostgreSQL tests will be skipped"
+fi
+if [ -z "${TEST_REDIS_URL:-}" ]; then
+  if [ -n "${CI:-}" ]; then
+    echo "TEST_REDIS_URL is not set: CI must run the Redis tests" >&2
+    exit 1
+  fi
+  echo "notice: TEST_REDIS_URL is not set; Redis tests will be skipped"
 fi
 
 echo "==> cargo test (SQLite and PostgreSQL)"

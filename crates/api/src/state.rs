@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rampart_core::Clock;
 use rampart_core::config::Config;
 use rampart_core::keys::KeyStore;
-use rampart_store::Db;
+use rampart_store::{Db, Redis};
 
 use crate::middleware::rate_limit::IpRateLimiter;
 
@@ -15,6 +15,8 @@ use crate::middleware::rate_limit::IpRateLimiter;
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
+    /// Present when `REDIS_URL` is set.
+    pub redis: Option<Redis>,
     pub keys: Arc<KeyStore>,
     pub clock: Arc<dyn Clock>,
     pub(crate) global_limiter: Arc<IpRateLimiter>,
@@ -22,11 +24,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, keys: KeyStore, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: Config,
+        db: Db,
+        redis: Option<Redis>,
+        keys: KeyStore,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let global_limiter = Arc::new(IpRateLimiter::per_minute(config.rate_limit_per_minute));
         Self {
             config: Arc::new(config),
             db,
+            redis,
             keys: Arc::new(keys),
             clock,
             global_limiter,

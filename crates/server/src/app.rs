@@ -12,7 +12,7 @@ use rampart_core::SystemClock;
 use rampart_core::audit::VerifyOutcome;
 use rampart_core::config::{Config, JwtAlg, Sources};
 use rampart_core::keys::{self, KeyStore};
-use rampart_store::Db;
+use rampart_store::{Db, Redis};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::cli::{Alg, AuditCommand, Cli, Command, KeyArgs, KeysCommand};
@@ -73,6 +73,10 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
         KeyStore::load_or_generate(&config.jwt_keys_dir, config.jwt_alg)?
     };
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(Redis::connect_lazy(url.expose())?),
+        None => None,
+    };
     if config.is_production() {
         let pending = db.pending_migrations().await?;
         if pending > 0 {
@@ -88,7 +92,7 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     let local = listener.local_addr()?;
     let deadline = config.shutdown_timeout;
-    let state = AppState::new(config, db.clone(), keys, Arc::new(SystemClock));
+    let state = AppState::new(config, db.clone(), redis, keys, Arc::new(SystemClock));
     let router = rampart_api::build_router(state.clone(), OpenApiRouter::new());
     tracing::info!(
         address = %local,

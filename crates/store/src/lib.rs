@@ -37,8 +37,10 @@ macro_rules! with_tx {
 }
 
 pub mod audit;
+mod cache;
 mod db;
 mod error;
 mod types;
 
+pub use cache::Redis;
 pub use db::{Backend, Db, Tx};

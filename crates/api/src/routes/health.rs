@@ -1,5 +1,6 @@
 //! Health checks (contract §3). Liveness says the process runs; readiness says this
-//! instance can serve: the database answers, a signing key is loaded, and it is not
+//! instance can serve: the database (and Redis, when configured) answers, a signing key
+//! is loaded, and it is not
 //! draining for shutdown. Exempt from rate limits (mounted outside them).
 
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct ReadyChecks {
     database: &'static str,
     signing_key: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     shutdown: Option<&'static str>,
 }
 
@@ -66,6 +69,19 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(_) => "failing",
     };
+    let redis = match &state.redis {
+        None => None,
+        Some(redis) => Some(
+            match tokio::time::timeout(PING_TIMEOUT, redis.ping()).await {
+                Ok(Ok(())) => "ok",
+                Ok(Err(e)) => {
+                    tracing::warn!(error = format!("{e:#}"), "readiness: redis ping failed");
+                    "failing"
+                }
+                Err(_) => "failing",
+            },
+        ),
+    };
     // The key store is loaded at start and never empty; the check guards future reloads.
     let signing_key = if state.keys.keys().is_empty() {
         "failing"
@@ -76,9 +92,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     let checks = ReadyChecks {
         database,
         signing_key,
+        redis,
         shutdown: draining.then_some("draining"),
     };
-    if database == "ok" && signing_key == "ok" && !draining {
+    let redis_ok = redis.is_none_or(|r| r == "ok");
+    if database == "ok" && signing_key == "ok" && redis_ok && !draining {
         return (
             StatusCode::OK,
             Json(ReadyResponse {
@@ -94,6 +112,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     if signing_key != "ok" {
         failing.push("signingKey");
+    }
+    if !redis_ok {
+        failing.push("redis");
     }
     if draining {
         failing.push("shutdown");

@@ -166,8 +166,12 @@ impl TestApp {
             .await
             .unwrap();
         db.migrate().await.unwrap();
+        let redis = config
+            .redis_url
+            .as_ref()
+            .map(|url| rampart_store::Redis::connect_lazy(url.expose()).unwrap());
         let deadline = config.shutdown_timeout;
-        let state = AppState::new(config, db, keys, Arc::new(SystemClock));
+        let state = AppState::new(config, db, redis, keys, Arc::new(SystemClock));
         let router = rampart_api::build_router(state.clone(), extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -62,6 +62,7 @@ async fn app_with(backend: Backend, env: &[(&str, &str)]) -> TestApp {
 backend_tests!(
     health_live_and_ready,
     ready_fails_when_database_is_gone,
+    ready_checks_redis_when_configured,
     jwks_serves_public_keys_only,
     openapi_and_docs,
     docs_disabled_when_configured_off,
@@ -109,6 +110,32 @@ async fn ready_fails_when_database_is_gone(backend: Backend) {
     // Liveness is about the process, not its dependencies.
     assert_eq!(app.get("/health/live").await.status(), 200);
     let _ = app.shutdown().await;
+    app.finish().await;
+}
+
+async fn ready_checks_redis_when_configured(backend: Backend) {
+    // Nothing listens on port 1: Redis is configured but down.
+    let app = app_with(backend, &[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let body = problem(app.get("/health/ready").await, 503, "unavailable").await;
+    assert_eq!(body["checks"]["redis"], "failing");
+    assert_eq!(body["checks"]["database"], "ok");
+    app.finish().await;
+    let Some(url) = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TEST_REDIS_URL"
+        );
+        eprintln!("notice: TEST_REDIS_URL unset, skipping the live Redis half");
+        return;
+    };
+    let app = app_with(backend, &[("REDIS_URL", url.as_str())]).await;
+    let r = app.get("/health/ready").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["redis"], "ok");
     app.finish().await;
 }
 
