@@ -103,6 +103,53 @@ where
     }
 }
 
+/// A path parameter; a malformed one (e.g. not a UUID) is `validation_failed` for
+/// `path.<name>`, and the raw segment is never echoed.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::Path;
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key } => format!("path.{key}"),
+                    _ => {
+                        // A single unnamed parameter: name it by the route's only capture.
+                        let name = parts
+                            .extensions
+                            .get::<axum::extract::MatchedPath>()
+                            .and_then(|m| {
+                                let p = m.as_str();
+                                let start = p.rfind('{')? + 1;
+                                let end = p[start..].find('}')? + start;
+                                Some(p[start..end].to_owned())
+                            })
+                            .unwrap_or_else(|| "id".to_owned());
+                        format!("path.{name}")
+                    }
+                };
+                Err(Problem::validation(vec![FieldError::new(
+                    field,
+                    "is not a valid identifier",
+                )]))
+            }
+            Err(_) => Err(Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR)),
+        }
+    }
+}
+
 /// Parses `bytes` as `T` with the strict rules of this module.
 pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Vec<FieldError>> {
     let value = match std::str::from_utf8(bytes) {

@@ -2,11 +2,13 @@
 //! the OpenAPI document. Handlers speak `rampart_core` types and reach storage only
 //! through `rampart_store`; nothing here writes SQL.
 
+pub mod auth;
 pub mod extract;
 pub mod middleware;
 pub mod problem;
 pub mod routes;
 pub mod routing;
+pub mod services;
 pub mod state;
 
 use std::future::Future;
@@ -36,13 +38,38 @@ pub use crate::state::AppState;
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "keys", description = "Public signing keys"),
-    )
+        (name = "auth", description = "Registration, login, sessions"),
+        (name = "users", description = "Users"),
+    ),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
+/// Declares the `bearer` security scheme the authenticated routes refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 /// Routes subject to the global rate limit and body rules. Feature modules merge here.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::jwks::routes())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::jwks::routes())
+        .merge(routes::auth::routes())
+        .merge(routes::users::routes())
 }
 
 /// The full application. `extra` lets an embedding application (or a test) add its own
@@ -62,6 +89,8 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
     }
     let guards = routing::Guards {
         limiter: state.global_limiter.clone(),
+        login_limiter: state.login_limiter.clone(),
+        register_limiter: state.register_limiter.clone(),
         max_body_bytes: config.max_body_bytes,
     };
 
@@ -148,6 +177,8 @@ pub async fn serve(
         loop {
             tick.tick().await;
             pruner_state.global_limiter.retain_recent();
+            pruner_state.login_limiter.retain_recent();
+            pruner_state.register_limiter.retain_recent();
         }
     });
 

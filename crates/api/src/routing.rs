@@ -25,7 +25,18 @@ use crate::state::AppState;
 #[derive(Clone)]
 pub struct Guards {
     pub limiter: Arc<IpRateLimiter>,
+    pub login_limiter: Arc<IpRateLimiter>,
+    pub register_limiter: Arc<IpRateLimiter>,
     pub max_body_bytes: usize,
+}
+
+/// A per-route limit on top of the global one (contract §9).
+#[derive(Clone, Copy, Debug)]
+pub enum RouteLimit {
+    /// `RAMPART_LOGIN_RATE_PER_MINUTE` per client IP.
+    Login,
+    /// `RAMPART_REGISTER_RATE_PER_HOUR` per client IP.
+    Register,
 }
 
 /// Wraps a route's handlers with the post-routing checks. Every route but the health
@@ -35,19 +46,43 @@ pub fn guarded(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppSta
     (schemas, paths, guard_method(method_router))
 }
 
+/// [`guarded`] plus a per-route limit, checked right after the global one.
+pub fn guarded_limited(
+    route: UtoipaMethodRouter<AppState>,
+    limit: RouteLimit,
+) -> UtoipaMethodRouter<AppState> {
+    let (schemas, paths, method_router) = route;
+    (
+        schemas,
+        paths,
+        guard_method_with(method_router, Some(limit)),
+    )
+}
+
 /// [`guarded`] for an undocumented `MethodRouter`.
 pub fn guard_method(
     method_router: axum::routing::MethodRouter<AppState>,
 ) -> axum::routing::MethodRouter<AppState> {
-    method_router.route_layer(mw::from_fn(post_route_checks))
+    guard_method_with(method_router, None)
 }
 
 /// The same checks for a plain router (Swagger UI, which brings its own routes).
 pub fn guard_router(router: axum::Router<AppState>) -> axum::Router<AppState> {
-    router.route_layer(mw::from_fn(post_route_checks))
+    router.route_layer(mw::from_fn(|req: Request, next: Next| {
+        post_route_checks(None, req, next)
+    }))
 }
 
-async fn post_route_checks(req: Request, next: Next) -> Response {
+fn guard_method_with(
+    method_router: axum::routing::MethodRouter<AppState>,
+    limit: Option<RouteLimit>,
+) -> axum::routing::MethodRouter<AppState> {
+    method_router.route_layer(mw::from_fn(move |req: Request, next: Next| {
+        post_route_checks(limit, req, next)
+    }))
+}
+
+async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) -> Response {
     let Some(guards) = req.extensions().get::<Guards>().cloned() else {
         return Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response();
     };
@@ -56,6 +91,16 @@ async fn post_route_checks(req: Request, next: Next) -> Response {
         .get::<ClientIp>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     if let Err(secs) = guards.limiter.check(ip) {
+        return Problem::rate_limited(secs).into_response();
+    }
+    let route_limiter = match limit {
+        Some(RouteLimit::Login) => Some(&guards.login_limiter),
+        Some(RouteLimit::Register) => Some(&guards.register_limiter),
+        None => None,
+    };
+    if let Some(limiter) = route_limiter
+        && let Err(secs) = limiter.check(ip)
+    {
         return Problem::rate_limited(secs).into_response();
     }
     let headers = req.headers();

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rampart_core::Clock;
 use rampart_core::config::Config;
 use rampart_core::keys::KeyStore;
+use rampart_core::passwords::{HashParams, HashPool, PasswordHasher, PasswordPolicy};
+use rampart_core::tokens::TokenService;
+use rampart_core::{Clock, Error};
 use rampart_store::{Db, Redis};
 
+use crate::auth::SessionCache;
 use crate::middleware::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -18,29 +21,61 @@ pub struct AppState {
     /// Present when `REDIS_URL` is set.
     pub redis: Option<Redis>,
     pub keys: Arc<KeyStore>,
+    pub tokens: Arc<TokenService>,
+    pub hashes: Arc<HashPool>,
+    pub password_policy: Arc<PasswordPolicy>,
+    pub sessions: Arc<SessionCache>,
     pub clock: Arc<dyn Clock>,
     pub(crate) global_limiter: Arc<IpRateLimiter>,
+    pub(crate) login_limiter: Arc<IpRateLimiter>,
+    pub(crate) register_limiter: Arc<IpRateLimiter>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
+    /// Wires the state; fails when the signing keys do not match `RAMPART_JWT_ALG`.
     pub fn new(
         config: Config,
         db: Db,
         redis: Option<Redis>,
         keys: KeyStore,
         clock: Arc<dyn Clock>,
-    ) -> Self {
-        let global_limiter = Arc::new(IpRateLimiter::per_minute(config.rate_limit_per_minute));
-        Self {
+    ) -> Result<Self, Error> {
+        let keys = Arc::new(keys);
+        let tokens = TokenService::new(
+            keys.clone(),
+            config.jwt_alg,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+            config.access_token_ttl,
+            config.jwt_leeway,
+        )?;
+        let hasher = PasswordHasher::new(HashParams {
+            m_kib: config.argon2_memory_kib,
+            t: config.argon2_iterations,
+            p: config.argon2_parallelism,
+        })?;
+        let workers = config
+            .hash_workers
+            .unwrap_or_else(HashPool::default_workers);
+        let hashes = HashPool::new(hasher, workers, config.hash_queue)?;
+        Ok(Self {
+            global_limiter: Arc::new(IpRateLimiter::per_minute(config.rate_limit_per_minute)),
+            login_limiter: Arc::new(IpRateLimiter::per_minute(config.login_rate_per_minute)),
+            register_limiter: Arc::new(IpRateLimiter::per_hour(config.register_rate_per_hour)),
+            password_policy: Arc::new(PasswordPolicy {
+                min_chars: config.password_min_length,
+            }),
             config: Arc::new(config),
             db,
             redis,
-            keys: Arc::new(keys),
+            keys,
+            tokens: Arc::new(tokens),
+            hashes: Arc::new(hashes),
+            sessions: Arc::new(SessionCache::default()),
             clock,
-            global_limiter,
             draining: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// Marks the instance as shutting down: `/health/ready` answers 503 from now on so that

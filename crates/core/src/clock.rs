@@ -42,3 +42,21 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Real time plus an offset that only grows; for tests that need time to pass (expiry,
+/// lockout) without sleeping, while timestamps still move forward naturally.
+#[derive(Debug, Default)]
+pub struct OffsetClock(Mutex<time::Duration>);
+
+impl OffsetClock {
+    pub fn advance(&self, by: time::Duration) {
+        let mut offset = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *offset += by;
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

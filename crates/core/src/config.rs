@@ -101,6 +101,14 @@ pub struct Config {
     pub public_url: String,
     pub reset_rate_per_hour: u32,
     pub password_reset_ttl: Duration,
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Threads that hash passwords; `None` = one fewer than the cores (at least one).
+    pub hash_workers: Option<usize>,
+    /// Hash jobs that may wait; beyond it a request gets 503 at once.
+    pub hash_queue: usize,
 }
 
 /// Every variable Rampart reads, with its TOML key. Anything else with the prefix is a typo.
@@ -140,6 +148,11 @@ const KNOWN: &[&str] = &[
     "RAMPART_PUBLIC_URL",
     "RAMPART_RESET_RATE_PER_HOUR",
     "RAMPART_PASSWORD_RESET_TTL",
+    "RAMPART_ARGON2_MEMORY_KIB",
+    "RAMPART_ARGON2_ITERATIONS",
+    "RAMPART_ARGON2_PARALLELISM",
+    "RAMPART_HASH_WORKERS",
+    "RAMPART_HASH_QUEUE",
 ];
 
 /// Variables whose values are secrets: they are never echoed in a problem line.
@@ -460,6 +473,14 @@ impl Config {
         let reset_rate_per_hour = p.number("RAMPART_RESET_RATE_PER_HOUR", 5u32, 1, 10_000);
         let password_reset_ttl =
             p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
+        let argon2_memory_kib = p.number("RAMPART_ARGON2_MEMORY_KIB", 19_456u32, 8, 4 << 20);
+        let argon2_iterations = p.number("RAMPART_ARGON2_ITERATIONS", 2u32, 1, 100);
+        let argon2_parallelism = p.number("RAMPART_ARGON2_PARALLELISM", 1u32, 1, 64);
+        let hash_workers = src
+            .get("RAMPART_HASH_WORKERS")
+            .is_some()
+            .then(|| p.number("RAMPART_HASH_WORKERS", 1usize, 1, 256));
+        let hash_queue = p.number("RAMPART_HASH_QUEUE", 64usize, 1, 100_000);
 
         if p.problems.is_empty() {
             Ok(Self {
@@ -498,6 +519,11 @@ impl Config {
                 public_url,
                 reset_rate_per_hour,
                 password_reset_ttl,
+                argon2_memory_kib,
+                argon2_iterations,
+                argon2_parallelism,
+                hash_workers,
+                hash_queue,
             })
         } else {
             Err(p.problems)

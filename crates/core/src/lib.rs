@@ -7,6 +7,9 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod passwords;
+pub mod tokens;
+pub mod users;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, FieldError, Result};

@@ -92,7 +92,8 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     let local = listener.local_addr()?;
     let deadline = config.shutdown_timeout;
-    let state = AppState::new(config, db.clone(), redis, keys, Arc::new(SystemClock));
+    let state = AppState::new(config, db.clone(), redis, keys, Arc::new(SystemClock))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let router = rampart_api::build_router(state.clone(), OpenApiRouter::new());
     tracing::info!(
         address = %local,

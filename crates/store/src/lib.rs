@@ -40,7 +40,10 @@ pub mod audit;
 mod cache;
 mod db;
 mod error;
+pub mod lockout;
+pub mod sessions;
 mod types;
+pub mod users;
 
 pub use cache::Redis;
 pub use db::{Backend, Db, Tx};

@@ -28,6 +28,12 @@ impl IpRateLimiter {
         ))
     }
 
+    pub fn per_hour(n: u32) -> Self {
+        Self::new(Quota::per_hour(
+            NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
+        ))
+    }
+
     /// `Ok` when the request may go on, else the seconds to wait (at least 1).
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
         self.limiter.check_key(&ip).map_err(|not_until| {

@@ -1,4 +1,17 @@
 //! One module per feature, each exporting `fn routes() -> OpenApiRouter<AppState>`.
 
+pub mod auth;
 pub mod health;
 pub mod jwks;
+pub mod users;
+
+/// Epoch milliseconds as an RFC 3339 UTC timestamp with millisecond precision.
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.format(&format).unwrap_or_default()
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_api::AppState;
-use rampart_core::SystemClock;
+use rampart_core::clock::OffsetClock;
 use rampart_core::config::{Config, JwtAlg, Sources};
 use rampart_core::keys::KeyStore;
 use rampart_store::Db;
@@ -127,6 +127,8 @@ impl Drop for TestDb {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The app's clock: `clock.advance(…)` moves time for expiry and lockout tests.
+    pub clock: Arc<OffsetClock>,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -157,6 +159,12 @@ impl TestApp {
             ("RAMPART_JWT_ALG", "EdDSA"),
             ("RAMPART_ALLOWED_ORIGINS", "https://app.example"),
             ("RAMPART_DB_POOL_SIZE", "5"),
+            // Fast hashing in tests only; the timing test sets the real parameters.
+            ("RAMPART_ARGON2_MEMORY_KIB", "64"),
+            ("RAMPART_ARGON2_ITERATIONS", "1"),
+            // Tests make many logins from one address; the limits have tests of their own.
+            ("RAMPART_LOGIN_RATE_PER_MINUTE", "100000"),
+            ("RAMPART_REGISTER_RATE_PER_HOUR", "100000"),
         ];
         pairs.extend_from_slice(env);
         let config = Config::load(&Sources::from_pairs(pairs)).unwrap();
@@ -171,7 +179,8 @@ impl TestApp {
             .as_ref()
             .map(|url| rampart_store::Redis::connect_lazy(url.expose()).unwrap());
         let deadline = config.shutdown_timeout;
-        let state = AppState::new(config, db, redis, keys, Arc::new(SystemClock));
+        let clock = Arc::new(OffsetClock::default());
+        let state = AppState::new(config, db, redis, keys, clock.clone()).unwrap();
         let router = rampart_api::build_router(state.clone(), extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -193,6 +202,7 @@ impl TestApp {
         Self {
             addr,
             state,
+            clock,
             client,
             shutdown: Some(tx),
             server: Some(server),

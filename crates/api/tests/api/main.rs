@@ -4,4 +4,5 @@
 
 mod harness;
 
+mod identity;
 mod pipeline;

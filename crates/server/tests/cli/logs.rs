@@ -10,10 +10,20 @@ const SECRETS: [&str; 4] = [
     "body-secret-password-9e8f7a",
 ];
 
+const PASSWORD: &str = "log test passphrase 8c1e";
+
 #[tokio::test]
 async fn access_log_lines_have_the_fields_and_no_secrets() {
     let dir = tempdir();
-    let mut server = Server::start(dir.path(), &[("RAMPART_JWT_ALG", "EdDSA")], &[]).await;
+    let mut server = Server::start(
+        dir.path(),
+        &[
+            ("RAMPART_JWT_ALG", "EdDSA"),
+            ("RAMPART_COOKIE_SECURE", "false"),
+        ],
+        &[],
+    )
+    .await;
     let r = server
         .client
         .get(server.url(&format!("/api/v1/users/me?token={}", SECRETS[2])))
@@ -23,7 +33,7 @@ async fn access_log_lines_have_the_fields_and_no_secrets() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 401);
     let r = server
         .client
         .post(server.url("/api/v1/auth/login"))
@@ -36,7 +46,51 @@ async fn access_log_lines_have_the_fields_and_no_secrets() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_client_error());
+    assert_eq!(r.status(), 401);
+    // A real account: its password, access token and refresh token must not be logged.
+    let r = server
+        .client
+        .post(server.url("/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "logs@example.org", "password": PASSWORD, "displayName": "Logs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = server
+        .client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "logs@example.org", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let refresh = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let access = body["accessToken"].as_str().unwrap().to_owned();
+    let r = server
+        .client
+        .get(server.url("/api/v1/users/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = server
+        .client
+        .post(server.url("/api/v1/auth/refresh"))
+        .header("cookie", format!("rampart_refresh={refresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let _ = server
         .client
         .get(server.url("/.well-known/jwks.json"))
@@ -47,30 +101,37 @@ async fn access_log_lines_have_the_fields_and_no_secrets() {
     assert!(server.stop_with("TERM").await.success());
 
     let log = server.log();
-    for secret in SECRETS {
+    for secret in
+        SECRETS
+            .iter()
+            .copied()
+            .chain([PASSWORD, access.as_str(), refresh.as_str(), "$argon2"])
+    {
         assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
     }
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
-    let access = |id: &str| {
+    let access_line = |id: &str| {
         lines
             .iter()
             .find(|l| l["message"] == "request" && l["span"]["request_id"] == id)
             .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"))
             .clone()
     };
-    let line = access("log-test-1");
+    let line = access_line("log-test-1");
     assert_eq!(line["method"], "GET");
-    assert_eq!(line["status"], 404);
-    assert_eq!(line["route"], "<unmatched>");
+    assert_eq!(line["status"], 401);
+    assert_eq!(line["route"], "/api/v1/users/me");
     assert_eq!(line["client_ip"], "127.0.0.1");
     assert!(line["latency_ms"].is_number());
     assert_eq!(line["level"], "INFO");
-    let line = access("log-test-3");
+    let line = access_line("log-test-3");
     assert_eq!(line["route"], "/.well-known/jwks.json");
     assert_eq!(line["status"], 200);
+    let request_lines = lines.iter().filter(|l| l["message"] == "request").count();
+    assert!(request_lines >= 7, "one line per request");
 }
 
 #[tokio::test]

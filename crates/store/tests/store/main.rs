@@ -7,4 +7,7 @@
 mod harness;
 
 mod audit;
+mod lockout;
 mod migrations;
+mod sessions;
+mod users;

@@ -1,0 +1,271 @@
+//! Authentication at the HTTP boundary: the bearer-token extractors, the session-liveness
+//! cache, the refresh cookie and the cross-site checks of cookie-authenticated routes.
+//!
+//! Two extractors, deliberately distinct:
+//! - [`AuthUser`]: a verified access token whose session is live (checked through
+//!   [`SessionCache`], falling back to the database). Every authenticated route uses it,
+//!   except the one below.
+//! - [`VerifiedToken`]: signature and claims only. Only for handlers whose single query
+//!   re-checks session liveness itself (`GET /users/me` reads the user *through* the live
+//!   session, so the request costs one database round trip). Its name says what it is not.
+//!
+//! Session liveness (contract §4): a token of a logged-out, revoked or password-changed
+//! session is refused at once. Ending a session evicts it from this instance's cache in
+//! the same request; entries expire after [`SESSION_CACHE_TTL`], which bounds how long
+//! another instance can keep trusting a session ended elsewhere.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use rampart_core::Error;
+use rampart_core::tokens::AccessClaims;
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// How long a positive liveness answer is trusted without asking the database.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
+const SESSION_CACHE_MAX: usize = 100_000;
+
+/// Live sessions seen recently: session id → (user id, when it was checked).
+#[derive(Default)]
+pub struct SessionCache {
+    entries: Mutex<HashMap<Uuid, (Uuid, Instant)>>,
+}
+
+impl SessionCache {
+    fn get(&self, session_id: Uuid) -> Option<Uuid> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&session_id)
+            .filter(|(_, at)| at.elapsed() < SESSION_CACHE_TTL)
+            .map(|(user, _)| *user)
+    }
+
+    fn put(&self, session_id: Uuid, user_id: Uuid) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= SESSION_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);
+            if entries.len() >= SESSION_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(session_id, (user_id, Instant::now()));
+    }
+
+    /// Forgets ended sessions at once (called in the request that ends them).
+    pub fn evict<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for id in session_ids {
+            entries.remove(id);
+        }
+    }
+}
+
+/// The bearer token of the request, verified (signature, algorithm, kid, typ, iss, aud,
+/// exp/nbf) but **not** checked for session liveness. See the module docs.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken(pub AccessClaims);
+
+/// A caller with a verified token whose session is live.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+/// `Authorization: Bearer <token>`, the scheme compared case-insensitively (RFC 9110).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for VerifiedToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or(Error::Unauthenticated)?;
+        let now = state.clock.now().unix_timestamp();
+        let claims = state.tokens.verify(token, now)?;
+        Ok(Self(claims))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let VerifiedToken(claims) = VerifiedToken::from_request_parts(parts, state).await?;
+        let live = match state.sessions.get(claims.sid) {
+            Some(user) => Some(user),
+            None => {
+                let user =
+                    rampart_store::sessions::live_user(&state.db, claims.sid, state.clock.now_ms())
+                        .await?;
+                if let Some(user) = user {
+                    state.sessions.put(claims.sid, user);
+                }
+                user
+            }
+        };
+        match live {
+            Some(user) if user == claims.sub => Ok(Self {
+                user_id: claims.sub,
+                session_id: claims.sid,
+            }),
+            _ => Err(Error::Unauthenticated.into()),
+        }
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    /// `None` without an `Authorization` header; an invalid token is still a 401.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
+}
+
+/// The refresh cookie's name: `__Secure-` requires `Secure`, which
+/// `RAMPART_COOKIE_SECURE=false` (development over plain HTTP) drops.
+pub fn refresh_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Secure-rampart_refresh"
+    } else {
+        "rampart_refresh"
+    }
+}
+
+pub const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
+
+/// `Set-Cookie` for a refresh token living `max_age_secs` more seconds.
+pub fn refresh_cookie(secure: bool, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
+    let name = refresh_cookie_name(secure);
+    let secure_attr = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={token}; Max-Age={}; Path={REFRESH_COOKIE_PATH}; HttpOnly{secure_attr}; SameSite=Strict",
+        max_age_secs.max(0)
+    ))
+    .ok()
+}
+
+/// `Set-Cookie` that removes the refresh cookie.
+pub fn clear_refresh_cookie(secure: bool) -> Option<HeaderValue> {
+    refresh_cookie(secure, "", 0)
+}
+
+/// The refresh token from the request's cookies, if any.
+pub fn refresh_token_from(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = refresh_cookie_name(secure);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// Cookie-authenticated routes refuse cross-site requests (contract §4): an `Origin` that
+/// is present and not allowlisted, or `Sec-Fetch-Site: cross-site`.
+pub fn check_same_site(headers: &HeaderMap, allowed_origins: &[String]) -> Result<(), Error> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            return Err(Error::Forbidden);
+        }
+    }
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+    if cross_site {
+        return Err(Error::Forbidden);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bEaReR abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn cookies() {
+        let v = refresh_cookie(true, "tok", 60).unwrap();
+        assert_eq!(
+            v,
+            "__Secure-rampart_refresh=tok; Max-Age=60; Path=/api/v1/auth; HttpOnly; Secure; SameSite=Strict"
+        );
+        let v = clear_refresh_cookie(false).unwrap();
+        assert_eq!(
+            v,
+            "rampart_refresh=; Max-Age=0; Path=/api/v1/auth; HttpOnly; SameSite=Strict"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; rampart_refresh=xyz; __Secure-rampart_refresh=sec"),
+        );
+        assert_eq!(refresh_token_from(&h, false).as_deref(), Some("xyz"));
+        assert_eq!(refresh_token_from(&h, true).as_deref(), Some("sec"));
+    }
+
+    #[test]
+    fn same_site() {
+        let allowed = vec!["https://app.example".to_owned()];
+        let mut h = HeaderMap::new();
+        assert!(check_same_site(&h, &allowed).is_ok());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
+        assert!(check_same_site(&h, &allowed).is_ok());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(check_same_site(&h, &allowed).is_err());
+        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(check_same_site(&h, &allowed).is_err());
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(check_same_site(&h, &allowed).is_ok());
+    }
+}

@@ -1,0 +1,283 @@
+//! `/api/v1/auth` (contract §4): registration, login, refresh, logout, sessions, password.
+//! Handlers extract, call one service function and shape the response; the refresh token
+//! only ever travels in the `HttpOnly` cookie, never in a body.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rampart_core::Error;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::{self, AuthUser};
+use crate::extract::{ApiJson, ApiPath};
+use crate::problem::ApiError;
+use crate::routes::users::UserResponse;
+use crate::routing::{RouteLimit, guarded, guarded_limited};
+use crate::services::auth as service;
+use crate::services::meta::RequestMeta;
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded_limited(routes!(register), RouteLimit::Register))
+        .routes(guarded_limited(routes!(login), RouteLimit::Login))
+        .routes(guarded(routes!(refresh)))
+        .routes(guarded(routes!(logout)))
+        .routes(guarded(routes!(logout_all)))
+        .routes(guarded(routes!(list_sessions)))
+        .routes(guarded(routes!(delete_session)))
+        .routes(guarded(routes!(change_password)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegisterRequest {
+    email: String,
+    password: String,
+    display_name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+    user: UserResponse,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionResponse {
+    id: Uuid,
+    created_at: String,
+    last_used_at: String,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    /// The session of the access token that asked.
+    current: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionsResponse {
+    items: Vec<SessionResponse>,
+}
+
+fn login_response(state: &AppState, outcome: service::LoginOutcome) -> Response {
+    let body = LoginResponse {
+        access_token: outcome.access.token,
+        token_type: "Bearer",
+        expires_in: outcome.access.expires_in,
+        user: UserResponse::from(&outcome.user),
+    };
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    if let Some(cookie) = auth::refresh_cookie(
+        state.config.cookie_secure,
+        &outcome.refresh_token,
+        outcome.refresh_max_age_secs,
+    ) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn with_cleared_cookie(state: &AppState, mut response: Response) -> Response {
+    if let Some(cookie) = auth::clear_refresh_cookie(state.config.cookie_secure) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Create an account (role `user`, status `active`).
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = UserResponse),
+        (status = 400, description = "Invalid input or weak password"),
+        (status = 409, description = "Email already registered"),
+        (status = 429, description = "Too many registrations from this address"),
+    ))]
+async fn register(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    let user =
+        service::register(&state, &meta, &req.email, req.password, &req.display_name).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserResponse::from(&user))).into_response())
+}
+
+/// Exchange email and password for an access token and a refresh cookie.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; refresh cookie set", body = LoginResponse),
+        (status = 401, description = "Wrong email/password pair (invalid_credentials)"),
+        (status = 429, description = "Rate limited or email locked out"),
+        (status = 503, description = "Password hashing at capacity"),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let outcome = service::login(&state, &meta, &req.email, req.password).await?;
+    Ok(login_response(&state, outcome))
+}
+
+/// Rotate the refresh cookie and get a new access token.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    responses(
+        (status = 200, description = "Rotated; new refresh cookie set", body = LoginResponse),
+        (status = 401, description = "Missing, invalid, expired or reused refresh token"),
+        (status = 403, description = "Cross-site request"),
+    ))]
+async fn refresh(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    auth::check_same_site(&headers, &state.config.allowed_origins)?;
+    let token = auth::refresh_token_from(&headers, state.config.cookie_secure)
+        .ok_or(Error::Unauthenticated)?;
+    match service::refresh(&state, &meta, &token).await {
+        Ok(outcome) => Ok(login_response(&state, outcome)),
+        // A dead refresh cookie is useless to the browser: clear it with the 401.
+        Err(e) => Ok(with_cleared_cookie(&state, ApiError(e).into_response())),
+    }
+}
+
+/// End this session (by access token, or by refresh cookie) and clear the cookie.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Session ended; cookie cleared"),
+        (status = 401, description = "No valid access token or refresh cookie"),
+        (status = 403, description = "Cross-site request with a cookie"),
+    ),
+    security(("bearer" = []), ()))]
+async fn logout(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    user: Option<AuthUser>,
+) -> Result<Response, ApiError> {
+    // `Option<AuthUser>` is `None` only without an `Authorization` header; a bad token is
+    // a 401, never a silent fall-back to the cookie.
+    match user {
+        Some(user) => service::logout(&state, &meta, user).await?,
+        None => {
+            auth::check_same_site(&headers, &state.config.allowed_origins)?;
+            let token = auth::refresh_token_from(&headers, state.config.cookie_secure)
+                .ok_or(Error::Unauthenticated)?;
+            service::logout_by_refresh(&state, &meta, &token).await?;
+        }
+    }
+    Ok(with_cleared_cookie(
+        &state,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// End every session of the caller.
+#[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth",
+    responses((status = 204, description = "All sessions ended"), (status = 401, description = "Unauthenticated")),
+    security(("bearer" = [])))]
+async fn logout_all(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
+    service::logout_all(&state, &meta, user).await?;
+    Ok(with_cleared_cookie(
+        &state,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// The caller's live sessions.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+    responses((status = 200, body = SessionsResponse), (status = 401, description = "Unauthenticated")),
+    security(("bearer" = [])))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<axum::Json<SessionsResponse>, ApiError> {
+    let sessions =
+        rampart_store::sessions::list_live(&state.db, user.user_id, state.clock.now_ms()).await?;
+    let items = sessions
+        .into_iter()
+        .map(|s| SessionResponse {
+            current: s.id == user.session_id,
+            id: s.id,
+            created_at: crate::routes::rfc3339(s.created_at_ms),
+            last_used_at: crate::routes::rfc3339(s.last_used_at_ms),
+            ip_address: s.ip_address,
+            user_agent: s.user_agent,
+        })
+        .collect();
+    Ok(axum::Json(SessionsResponse { items }))
+}
+
+/// End one of the caller's sessions.
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Session ended"),
+        (status = 400, description = "Malformed id"),
+        (status = 401, description = "Unauthenticated"),
+        (status = 404, description = "No such session of the caller"),
+    ),
+    security(("bearer" = [])))]
+async fn delete_session(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    service::end_session(&state, &meta, user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the password; every session of the user ends, this one included.
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed; all sessions ended"),
+        (status = 400, description = "Weak new password"),
+        (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Wrong current password (reauthentication_failed)"),
+        (status = 429, description = "Email locked out"),
+    ),
+    security(("bearer" = [])))]
+async fn change_password(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    user: AuthUser,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<Response, ApiError> {
+    service::change_password(&state, &meta, user, req.current_password, req.new_password).await?;
+    Ok(with_cleared_cookie(
+        &state,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}

@@ -1,0 +1,7 @@
+//! Use cases that span the domain (`rampart_core`) and storage (`rampart_store`). They
+//! live in the HTTP crate only because it is the one crate that sees both; they take plain
+//! values, never requests, and each change they make commits in one transaction together
+//! with its audit event (the store functions guarantee that).
+
+pub mod auth;
+pub mod meta;

@@ -1,0 +1,863 @@
+//! Passwords: the policy a new password must meet, how passwords are stored and checked,
+//! and the bounded worker pool that keeps that CPU- and memory-hard work off the async
+//! runtime.
+//!
+//! Policy (contract §4, NIST SP 800-63B §3.1.1.2): length only, counted in Unicode scalar
+//! values after NFKC, between [`PasswordPolicy::min_chars`] and [`MAX_CHARS`]; not in the
+//! bundled list of common passwords (`data/common-passwords.txt`, case-insensitive); not
+//! containing the account's email local part. No composition rules, no truncation.
+//!
+//! Storage (OWASP Password Storage Cheat Sheet): every password is NFKC-normalised, then
+//! hashed with Argon2id v19 and a random 16-byte salt into a PHC string. Verification also
+//! accepts legacy bcrypt (`$2a$`/`$2b$`/`$2y$`) and Argon2 hashes with other parameters,
+//! and says when the caller should store a fresh hash ([`Verification::Valid`]'s
+//! `needs_rehash`). A stored hash that cannot be parsed, or whose cost is absurd, is simply
+//! [`Verification::Invalid`]: a corrupt row never panics, errors or exhausts memory.
+//!
+//! Invariants: a password never appears in an error, a log or a `Debug` output; copies we
+//! make are [`Zeroizing`]; a login for an unknown account costs one full verification
+//! ([`PasswordHasher::verify_dummy`]), like a login for a known one.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use anyhow::anyhow;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use tokio::sync::oneshot;
+use unicode_normalization::UnicodeNormalization as _;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, FieldError, Result};
+use crate::users::Email;
+
+/// The longest password accepted, in Unicode scalar values after NFKC (contract §4). Also
+/// bounds the work a single hash costs.
+pub const MAX_CHARS: usize = 128;
+
+/// Local parts shorter than this are too common a substring to refuse ("al", "jo").
+const MIN_LOCAL_PART_CHARS: usize = 3;
+
+/// Argon2 output length in bytes (the `argon2` crate's default, 256 bits).
+const OUTPUT_LEN: usize = 32;
+
+/// Ceilings on the cost of a *stored* hash we are willing to run. A stored PHC string
+/// names its own parameters; without a ceiling, a corrupt or hostile row such as
+/// `m=4294967295` would make the allocator abort the process. Far above any sane setting.
+const MAX_STORED_M_KIB: u32 = 1024 * 1024; // 1 GiB
+const MAX_STORED_T: u32 = 64;
+const MAX_STORED_P: u32 = 64;
+/// bcrypt cost 16 is ~5 s per check today; beyond that a legacy row is treated as corrupt.
+const MAX_BCRYPT_COST: u32 = 16;
+
+/// The bundled list: one lower-case entry per line (see `data/README.md`).
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect()
+});
+
+/// NFKC (Unicode compatibility composition), as NIST SP 800-63B §5.1.1.2 asks before
+/// hashing: "ﬁ" (U+FB01) and "fi", or a full-width and an ASCII digit, are one password.
+pub fn normalize(password: &str) -> String {
+    password.nfkc().collect()
+}
+
+/// The rules a new password must meet (contract §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in Unicode scalar values after NFKC (`RAMPART_PASSWORD_MIN_LENGTH`).
+    pub min_chars: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { min_chars: 12 }
+    }
+}
+
+impl PasswordPolicy {
+    pub fn new(min_chars: usize) -> Self {
+        Self { min_chars }
+    }
+
+    /// Checks a new password for `field` (`password`, `newPassword`) and reports every
+    /// violation, one [`FieldError`] each. `email` is the account's address, when known.
+    pub fn check(
+        &self,
+        password: &str,
+        email: Option<&Email>,
+        field: &str,
+    ) -> Result<(), Vec<FieldError>> {
+        let normalized = Zeroizing::new(normalize(password));
+        let lowered = Zeroizing::new(normalized.to_lowercase());
+        let chars = normalized.chars().count();
+        let mut problems = Vec::new();
+
+        if chars < self.min_chars {
+            problems.push(FieldError::new(
+                field,
+                format!("must be at least {} characters", self.min_chars),
+            ));
+        }
+        if chars > MAX_CHARS {
+            problems.push(FieldError::new(
+                field,
+                format!("must be at most {MAX_CHARS} characters"),
+            ));
+        }
+        if COMMON_PASSWORDS.contains(lowered.as_str()) {
+            problems.push(FieldError::new(
+                field,
+                "is too common; choose a less guessable password",
+            ));
+        }
+        if email.is_some_and(|email| contains_email(&lowered, email)) {
+            problems.push(FieldError::new(
+                field,
+                "must not contain your email address",
+            ));
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// `lowered` is the NFKC, lower-cased password.
+fn contains_email(lowered: &str, email: &Email) -> bool {
+    let whole = normalize(email.normalized()).to_lowercase();
+    let local = normalize(email.local_part()).to_lowercase();
+    lowered.contains(whole.as_str())
+        || (local.chars().count() >= MIN_LOCAL_PART_CHARS && lowered.contains(local.as_str()))
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Iterations.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl Default for HashParams {
+    /// OWASP's minimum for Argon2id: 19 MiB, 2 iterations, 1 lane.
+    fn default() -> Self {
+        Self {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+        }
+    }
+}
+
+impl HashParams {
+    /// **Tests only.** 256 KiB and one pass: cheap enough that a test suite can register and
+    /// log in hundreds of users, and worthless against an offline attack. Never configure
+    /// this in a deployment.
+    pub fn fast_for_tests() -> Self {
+        Self {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        }
+    }
+
+    fn argon2_params(self) -> Result<Params> {
+        Params::new(self.m_kib, self.t, self.p, Some(OUTPUT_LEN)).map_err(|e| {
+            Error::internal(anyhow!(
+                "invalid Argon2 parameters m={} t={} p={}: {e}",
+                self.m_kib,
+                self.t,
+                self.p
+            ))
+        })
+    }
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The password matches. `needs_rehash`: the stored hash is legacy (bcrypt) or uses
+    /// other Argon2 parameters than configured; store [`PasswordHasher::hash`] of the
+    /// password now that it is known.
+    Valid { needs_rehash: bool },
+    /// Wrong password, or a stored hash we cannot use.
+    Invalid,
+}
+
+impl Verification {
+    pub fn is_valid(self) -> bool {
+        matches!(self, Self::Valid { .. })
+    }
+}
+
+/// Hashes and verifies passwords synchronously. Each call costs the configured Argon2
+/// memory and time: call it through a [`HashPool`], never on an async worker thread.
+pub struct PasswordHasher {
+    params: HashParams,
+    argon2: Argon2<'static>,
+    /// A hash of a random secret under the configured parameters, for [`Self::verify_dummy`].
+    dummy_phc: String,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHasher {
+    /// Refuses parameters Argon2 refuses (e.g. `m_kib < 8 * p`). Computes the dummy hash
+    /// once, so construction costs one hash.
+    pub fn new(params: HashParams) -> Result<Self> {
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.argon2_params()?);
+        let mut hasher = Self {
+            params,
+            argon2,
+            dummy_phc: String::new(),
+        };
+        let mut secret = Zeroizing::new([0u8; 32]);
+        getrandom::fill(secret.as_mut_slice())
+            .map_err(|e| Error::internal(anyhow!("the OS random generator failed: {e}")))?;
+        hasher.dummy_phc = hasher.hash_bytes(secret.as_slice())?;
+        Ok(hasher)
+    }
+
+    pub fn params(&self) -> HashParams {
+        self.params
+    }
+
+    /// NFKC, then Argon2id v19 with a random 16-byte salt; returns the PHC string
+    /// (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+    pub fn hash(&self, password: &str) -> Result<String> {
+        let normalized = Zeroizing::new(normalize(password));
+        self.hash_bytes(normalized.as_bytes())
+    }
+
+    fn hash_bytes(&self, password: &[u8]) -> Result<String> {
+        // `hash_password` draws the recommended 16-byte salt from the OS generator.
+        let hash = self
+            .argon2
+            .hash_password(password)
+            .map_err(|e| Error::internal(anyhow!("Argon2 hashing failed: {e}")))?;
+        Ok(hash.to_string())
+    }
+
+    /// Checks `password` against a stored hash: Argon2 PHC strings (NFKC input) and legacy
+    /// bcrypt (`$2a$`, `$2b$`, `$2y$`; the raw password, then its NFKC form). Anything else,
+    /// including a damaged or absurdly expensive hash, is [`Verification::Invalid`].
+    pub fn verify(&self, password: &str, phc: &str) -> Verification {
+        if phc.starts_with("$argon2") {
+            self.verify_argon2(password, phc)
+        } else if ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .any(|prefix| phc.starts_with(prefix))
+        {
+            verify_bcrypt(password, phc)
+        } else {
+            Verification::Invalid
+        }
+    }
+
+    fn verify_argon2(&self, password: &str, phc: &str) -> Verification {
+        let Ok(stored) = PasswordHash::new(phc) else {
+            return Verification::Invalid;
+        };
+        let Ok(stored_params) = Params::try_from(&stored) else {
+            return Verification::Invalid;
+        };
+        if stored_params.m_cost() > MAX_STORED_M_KIB
+            || stored_params.t_cost() > MAX_STORED_T
+            || stored_params.p_cost() > MAX_STORED_P
+        {
+            return Verification::Invalid;
+        }
+        let normalized = Zeroizing::new(normalize(password));
+        // Uses the algorithm, version and parameters the PHC string names.
+        if self
+            .argon2
+            .verify_password(normalized.as_bytes(), &stored)
+            .is_err()
+        {
+            return Verification::Invalid;
+        }
+        let current = stored.algorithm.as_str() == Algorithm::Argon2id.as_str()
+            && stored.version == Some(Version::V0x13.into())
+            && stored_params.m_cost() == self.params.m_kib
+            && stored_params.t_cost() == self.params.t
+            && stored_params.p_cost() == self.params.p
+            && stored_params.keyid().is_empty()
+            && stored_params.data().is_empty()
+            && stored
+                .hash
+                .as_ref()
+                .is_some_and(|out| out.len() == OUTPUT_LEN)
+            && stored
+                .salt
+                .as_ref()
+                .is_some_and(|salt| salt.len() >= argon2::RECOMMENDED_SALT_LEN);
+        Verification::Valid {
+            needs_rehash: !current,
+        }
+    }
+
+    /// One full verification against a fixed hash under the configured parameters; the
+    /// answer is discarded. Call it when there is no stored hash (unknown email, deleted
+    /// account) so that such a login costs the same time as a real one.
+    pub fn verify_dummy(&self, password: &str) {
+        let _ = self.verify_argon2(password, &self.dummy_phc);
+    }
+}
+
+fn verify_bcrypt(password: &str, phc: &str) -> Verification {
+    // `$2b$NN$…`: refuse absurd costs before running them.
+    let cost = phc.get(4..6).and_then(|digits| digits.parse::<u32>().ok());
+    if cost.is_none_or(|cost| cost > MAX_BCRYPT_COST) {
+        return Verification::Invalid;
+    }
+    // Legacy systems hashed whatever bytes they received; we hash NFKC. Try both so that
+    // a user whose password NFKC changes can still log in once and be migrated.
+    let matches = |candidate: &str| bcrypt::verify(candidate, phc).unwrap_or(false);
+    let valid = matches(password) || {
+        let normalized = Zeroizing::new(normalize(password));
+        *normalized != password && matches(&normalized)
+    };
+    if valid {
+        Verification::Valid { needs_rehash: true }
+    } else {
+        Verification::Invalid
+    }
+}
+
+/// One unit of work for a pool thread.
+type Job = Box<dyn FnOnce(&PasswordHasher) + Send + 'static>;
+
+/// Runs hashing and verification on dedicated OS threads (`rampart-hash-N`) fed by a
+/// bounded queue, so that password work never blocks the async runtime and a login flood
+/// is refused (503) instead of queueing without bound. Dropping the pool closes the queue;
+/// the threads finish the jobs already queued and exit.
+pub struct HashPool {
+    jobs: SyncSender<Job>,
+    params: HashParams,
+}
+
+impl fmt::Debug for HashPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HashPool")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HashPool {
+    /// Spawns `workers` threads (at least one) sharing a queue of `queue` waiting jobs (0
+    /// means a job is accepted only when a thread is idle). Fails only if the OS refuses a
+    /// thread.
+    pub fn new(hasher: PasswordHasher, workers: usize, queue: usize) -> Result<HashPool> {
+        Self::spawn(Arc::new(hasher), workers, queue)
+    }
+
+    fn spawn(hasher: Arc<PasswordHasher>, workers: usize, queue: usize) -> Result<HashPool> {
+        let params = hasher.params();
+        let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..workers.max(1) {
+            let (hasher, receiver) = (Arc::clone(&hasher), Arc::clone(&receiver));
+            std::thread::Builder::new()
+                .name(format!("rampart-hash-{n}"))
+                .spawn(move || run_worker(&hasher, &receiver))
+                .map_err(|e| {
+                    Error::internal(anyhow!("cannot start a password hashing thread: {e}"))
+                })?;
+        }
+        Ok(HashPool { jobs, params })
+    }
+
+    /// Workers for a machine: one per available core minus one, and at least one. Argon2
+    /// is CPU- and memory-bound, so more than one job per core only adds latency; leaving a
+    /// core free keeps request handling responsive, so a login flood cannot stall every
+    /// other request.
+    pub fn default_workers() -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, |cores| cores.get())
+            .saturating_sub(1)
+            .max(1)
+    }
+
+    /// The configured Argon2 parameters.
+    pub fn params(&self) -> HashParams {
+        self.params
+    }
+
+    /// [`PasswordHasher::hash`] on the pool. `Error::Unavailable` when the queue is full.
+    pub async fn hash(&self, password: String) -> Result<String> {
+        let password = Zeroizing::new(password);
+        self.run(move |hasher| hasher.hash(&password)).await?
+    }
+
+    /// [`PasswordHasher::verify`] on the pool; with no stored hash (`None`), runs
+    /// [`PasswordHasher::verify_dummy`] and answers [`Verification::Invalid`].
+    /// `Error::Unavailable` when the queue is full.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<Verification> {
+        let password = Zeroizing::new(password);
+        self.run(move |hasher| match phc {
+            Some(phc) => hasher.verify(&password, &phc),
+            None => {
+                hasher.verify_dummy(&password);
+                Verification::Invalid
+            }
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> Result<T> {
+        let answer = self.submit(work)?;
+        answer
+            .await
+            .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))
+    }
+
+    /// Queues `work` without waiting: the queue being full is an immediate error.
+    fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>> {
+        let (answer, receiver) = oneshot::channel();
+        let job: Job = Box::new(move |hasher| {
+            // The caller gave up (client disconnected): skip the expensive part.
+            if !answer.is_closed() {
+                let _ = answer.send(work(hasher));
+            }
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => {
+                Err(Error::Unavailable("password hashing is at capacity"))
+            }
+            Err(TrySendError::Disconnected(_)) => Err(Error::internal(anyhow!(
+                "the password hashing threads have stopped"
+            ))),
+        }
+    }
+}
+
+fn run_worker(hasher: &PasswordHasher, receiver: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for a job, never while running one.
+        let job = receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
+        let Ok(job) = job else {
+            return; // the pool was dropped
+        };
+        // A panicking job drops its answer channel (the caller sees an internal error)
+        // instead of killing the thread and shrinking the pool.
+        let _ = catch_unwind(AssertUnwindSafe(|| job(hasher)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn fast() -> PasswordHasher {
+        PasswordHasher::new(HashParams::fast_for_tests()).unwrap()
+    }
+
+    fn issues(result: Result<(), Vec<FieldError>>) -> Vec<String> {
+        match result {
+            Ok(()) => Vec::new(),
+            Err(errors) => {
+                assert!(errors.iter().all(|e| e.field == "password"));
+                errors.into_iter().map(|e| e.issue).collect()
+            }
+        }
+    }
+
+    fn check(password: &str, email: Option<&str>) -> Vec<String> {
+        let email = email.map(|e| Email::parse(e, "email").unwrap());
+        issues(PasswordPolicy::default().check(password, email.as_ref(), "password"))
+    }
+
+    const TOO_SHORT: &str = "must be at least 12 characters";
+    const TOO_LONG: &str = "must be at most 128 characters";
+    const COMMON: &str = "is too common; choose a less guessable password";
+    const EMAIL: &str = "must not contain your email address";
+
+    #[test]
+    fn common_list_is_loaded() {
+        assert!(COMMON_PASSWORDS.len() > 30_000);
+        assert!(COMMON_PASSWORDS.contains("password1234"));
+    }
+
+    #[test]
+    fn policy_accepts_a_long_uncommon_password() {
+        assert!(check("violet-harbor-lamp", Some("alice@example.org")).is_empty());
+        assert!(check("violet-harbor-lamp", None).is_empty());
+        // No composition rules: all lower case, all digits, spaces are fine.
+        assert!(check("four words in a row", None).is_empty());
+        assert!(check("839201746502", None).is_empty());
+    }
+
+    #[test]
+    fn policy_length_bounds() {
+        assert_eq!(check("violet-harb", None), [TOO_SHORT]);
+        assert!(check(&"x7".repeat(6), None).is_empty());
+        assert!(check(&"q".repeat(MAX_CHARS), None).is_empty());
+        assert_eq!(check(&"q".repeat(MAX_CHARS + 1), None), [TOO_LONG]);
+        // Counted in characters, not bytes: 12 two-byte characters are enough.
+        assert!(check(&"é".repeat(12), None).is_empty());
+        let policy = PasswordPolicy::new(15);
+        assert_eq!(
+            issues(policy.check("violet-harbor", None, "password")),
+            ["must be at least 15 characters"]
+        );
+    }
+
+    #[test]
+    fn policy_counts_after_nfkc() {
+        // 11 scalar values as typed; U+FB01 "ﬁ" becomes "fi", so 12 after NFKC.
+        let ligature = "\u{FB01}rewood-lam";
+        assert_eq!(ligature.chars().count(), 11);
+        assert!(check(ligature, None).is_empty());
+        // 12 as typed; "e" + U+0301 composes to "é", so 11 after NFKC.
+        let combining = "cafe\u{301}-harbor";
+        assert_eq!(combining.chars().count(), 12);
+        assert_eq!(check(combining, None), [TOO_SHORT]);
+        // 128 full-width letters are 128 ASCII letters after NFKC; one more is too many.
+        assert!(check(&"\u{FF41}".repeat(128), None).is_empty());
+        // U+FDFA expands to 18 characters: 8 of them are 144 after NFKC.
+        assert_eq!(check(&"\u{FDFA}".repeat(8), None), [TOO_LONG]);
+    }
+
+    #[test]
+    fn policy_refuses_common_passwords_case_insensitively() {
+        assert_eq!(check("password1234", None), [COMMON]);
+        assert_eq!(check("PassWord1234", None), [COMMON]);
+        assert_eq!(check("correcthorsebatterystaple", None), [COMMON]);
+        // Full-width digits normalise to the listed password.
+        assert_eq!(
+            check("password\u{FF11}\u{FF12}\u{FF13}\u{FF14}", None),
+            [COMMON]
+        );
+    }
+
+    #[test]
+    fn policy_refuses_the_email_local_part() {
+        let bob = Some("Bob@example.org");
+        assert_eq!(check("my-name-is-bob-1", bob), [EMAIL]);
+        assert_eq!(check("my-name-is-BOB-1", bob), [EMAIL]);
+        assert!(check("my-name-is-bo-b1", bob).is_empty());
+        // Two-character local parts are not checked.
+        assert!(check("my-name-is-al-1x", Some("al@example.org")).is_empty());
+        // The whole address, even when the local part is short.
+        assert_eq!(check("al@example.org", Some("AL@example.org")), [EMAIL]);
+        assert_eq!(check("x-al@example.org-x", Some("al@example.org")), [EMAIL]);
+        assert_eq!(
+            check("alice.smith@example.org", Some("alice.smith@example.org")),
+            [EMAIL]
+        );
+    }
+
+    #[test]
+    fn policy_reports_every_violation_and_never_the_password() {
+        let errors = check("bob1", Some("bob@example.org"));
+        assert_eq!(errors, [TOO_SHORT, EMAIL]);
+        assert!(errors.iter().all(|issue| !issue.contains("bob1")));
+        let email = Email::parse("word@example.org", "email").unwrap();
+        let all = PasswordPolicy::default()
+            .check("password", Some(&email), "newPassword")
+            .unwrap_err();
+        let issues: Vec<&str> = all.iter().map(|e| e.issue.as_str()).collect();
+        assert_eq!(issues, [TOO_SHORT, COMMON, EMAIL]);
+        assert!(all.iter().all(|e| e.field == "newPassword"));
+    }
+
+    #[test]
+    fn hash_then_verify() {
+        let hasher = fast();
+        let phc = hasher.hash("violet-harbor-lamp").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{phc}");
+        assert!(!phc.contains("violet"));
+        assert_eq!(
+            hasher.verify("violet-harbor-lamp", &phc),
+            Verification::Valid {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            hasher.verify("violet-harbor-lamQ", &phc),
+            Verification::Invalid
+        );
+        assert_eq!(hasher.verify("", &phc), Verification::Invalid);
+        // Salted: the same password hashes differently each time.
+        assert_ne!(hasher.hash("violet-harbor-lamp").unwrap(), phc);
+    }
+
+    #[test]
+    fn default_params_are_owasp() {
+        assert_eq!(
+            HashParams::default(),
+            HashParams {
+                m_kib: 19456,
+                t: 2,
+                p: 1
+            }
+        );
+        assert!(
+            PasswordHasher::new(HashParams {
+                m_kib: 8,
+                t: 1,
+                p: 2
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn rehash_when_parameters_change() {
+        let old = fast();
+        let phc = old.hash("violet-harbor-lamp").unwrap();
+        let new = PasswordHasher::new(HashParams {
+            m_kib: 512,
+            t: 1,
+            p: 1,
+        })
+        .unwrap();
+        assert_eq!(
+            new.verify("violet-harbor-lamp", &phc),
+            Verification::Valid { needs_rehash: true }
+        );
+        assert_eq!(new.verify("wrong", &phc), Verification::Invalid);
+        let rehashed = new.hash("violet-harbor-lamp").unwrap();
+        assert_eq!(
+            new.verify("violet-harbor-lamp", &rehashed),
+            Verification::Valid {
+                needs_rehash: false
+            }
+        );
+
+        // Another Argon2 variant still verifies, and is migrated to Argon2id.
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(256, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"violet-harbor-lamp")
+        .unwrap()
+        .to_string();
+        assert!(argon2i.starts_with("$argon2i$"));
+        assert_eq!(
+            old.verify("violet-harbor-lamp", &argon2i),
+            Verification::Valid { needs_rehash: true }
+        );
+    }
+
+    #[test]
+    fn bcrypt_verifies_and_asks_for_rehash() {
+        let hasher = fast();
+        let legacy = bcrypt::hash("violet-harbor-lamp", 4).unwrap();
+        assert!(legacy.starts_with("$2b$04$"));
+        assert_eq!(
+            hasher.verify("violet-harbor-lamp", &legacy),
+            Verification::Valid { needs_rehash: true }
+        );
+        assert_eq!(hasher.verify("wrong", &legacy), Verification::Invalid);
+        for prefix in ["$2a$", "$2y$"] {
+            let variant = legacy.replacen("$2b$", prefix, 1);
+            assert!(hasher.verify("violet-harbor-lamp", &variant).is_valid());
+        }
+        // A legacy hash of the raw (non-NFKC) password still verifies.
+        let raw = bcrypt::hash("\u{FB01}rewood-lamp", 4).unwrap();
+        assert!(hasher.verify("\u{FB01}rewood-lamp", &raw).is_valid());
+        // Absurd cost: refused without running it.
+        let slow = legacy.replacen("$04$", "$31$", 1);
+        assert_eq!(
+            hasher.verify("violet-harbor-lamp", &slow),
+            Verification::Invalid
+        );
+    }
+
+    #[test]
+    fn nfkc_forms_verify_the_same() {
+        let hasher = fast();
+        let phc = hasher.hash("\u{FB01}rewood-lamp").unwrap();
+        assert!(hasher.verify("firewood-lamp", &phc).is_valid());
+        let phc = hasher.hash("firewood-lamp").unwrap();
+        assert!(hasher.verify("\u{FB01}rewood-lamp", &phc).is_valid());
+        assert_eq!(normalize("\u{FB01}"), "fi");
+    }
+
+    #[test]
+    fn unusable_hashes_are_invalid() {
+        let hasher = fast();
+        let good = hasher.hash("violet-harbor-lamp").unwrap();
+        let huge_memory = good.replacen("m=256", "m=4294967295", 1);
+        let huge_time = good.replacen("t=1", "t=4000000", 1);
+        for stored in [
+            "",
+            "plaintext",
+            "violet-harbor-lamp",
+            "$argon2id$",
+            "$argon2id$v=19$m=256,t=1,p=1$",
+            "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$",
+            "$argon2id$v=99$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaA",
+            "$argon2x$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaA",
+            "$2b$04$short",
+            "$2b$xx$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
+            "$2x$04$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
+            "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E",
+            &huge_memory,
+            &huge_time,
+            &good[..good.len() - 4],
+        ] {
+            assert_eq!(
+                hasher.verify("violet-harbor-lamp", stored),
+                Verification::Invalid,
+                "{stored:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dummy_verification_runs_the_configured_cost() {
+        let hasher = fast();
+        assert!(
+            hasher
+                .dummy_phc
+                .starts_with("$argon2id$v=19$m=256,t=1,p=1$")
+        );
+        hasher.verify_dummy("violet-harbor-lamp");
+        hasher.verify_dummy("");
+    }
+
+    #[test]
+    fn debug_shows_no_secrets() {
+        let hasher = fast();
+        let debug = format!("{hasher:?}");
+        assert!(!debug.contains(&hasher.dummy_phc));
+        assert!(debug.contains("256"));
+    }
+
+    #[test]
+    fn default_workers_leaves_a_core() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(HashPool::default_workers(), cores.saturating_sub(1).max(1));
+    }
+
+    #[tokio::test]
+    async fn pool_round_trip_and_dummy() {
+        let pool = HashPool::new(fast(), 2, 8).unwrap();
+        assert_eq!(pool.params(), HashParams::fast_for_tests());
+        let phc = pool.hash("violet-harbor-lamp".into()).await.unwrap();
+        let valid = pool
+            .verify("violet-harbor-lamp".into(), Some(phc.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            valid,
+            Verification::Valid {
+                needs_rehash: false
+            }
+        );
+        let wrong = pool.verify("nope".into(), Some(phc)).await.unwrap();
+        assert_eq!(wrong, Verification::Invalid);
+        let unknown = pool
+            .verify("violet-harbor-lamp".into(), None)
+            .await
+            .unwrap();
+        assert_eq!(unknown, Verification::Invalid);
+    }
+
+    #[tokio::test]
+    async fn pool_threads_are_named() {
+        let pool = HashPool::new(fast(), 1, 1).unwrap();
+        let name = pool
+            .run(|_| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("rampart-hash-0"));
+    }
+
+    /// One worker, a queue of one: with the worker held busy and one job queued, the next
+    /// submission is refused at once. Deterministic: the test waits until the worker has
+    /// taken the blocking job before filling the queue.
+    #[tokio::test]
+    async fn full_pool_answers_unavailable_at_once() {
+        let pool = HashPool::new(fast(), 1, 1).unwrap();
+        let (started_tx, started_rx) = channel();
+        let (release_tx, release_rx) = channel::<()>();
+        let blocker = pool
+            .submit(move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+            .unwrap();
+        started_rx.recv().unwrap(); // the worker is busy
+        let queued = pool
+            .submit(|hasher| hasher.hash("violet-harbor-lamp"))
+            .unwrap();
+
+        let before = Instant::now();
+        let refused = pool.hash("violet-harbor-lamp".into()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Unavailable("password hashing is at capacity"))
+            ),
+            "{refused:?}"
+        );
+        let refused = pool.verify("violet-harbor-lamp".into(), None).await;
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+        assert!(before.elapsed() < Duration::from_secs(5));
+
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        assert!(queued.await.unwrap().is_ok());
+        // Capacity is back.
+        assert!(pool.hash("violet-harbor-lamp".into()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_shrink_the_pool() {
+        let pool = HashPool::new(fast(), 1, 1).unwrap();
+        let failed = pool.run(|_| -> u8 { panic!("boom") }).await;
+        assert!(matches!(failed, Err(Error::Internal(_))));
+        assert!(pool.hash("violet-harbor-lamp".into()).await.is_ok());
+    }
+
+    #[test]
+    fn dropping_the_pool_stops_its_threads() {
+        let hasher = Arc::new(fast());
+        let pool = HashPool::spawn(Arc::clone(&hasher), 2, 1).unwrap();
+        assert_eq!(Arc::strong_count(&hasher), 3);
+        drop(pool);
+        // Each worker holds a clone of the hasher until its loop ends.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&hasher) > 1 {
+            assert!(Instant::now() < deadline, "pool threads did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

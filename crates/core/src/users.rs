@@ -1,0 +1,203 @@
+//! Users and sessions as the domain sees them, and the newtypes that make invalid input
+//! impossible past the boundary: an [`Email`] is trimmed, well-formed and carries its
+//! case-folded form for uniqueness; a [`DisplayName`] is 1–100 characters with no control
+//! characters (contract §4). Nothing here serialises: response types live in `api`.
+
+use uuid::Uuid;
+
+use crate::error::{FieldError, Redacted};
+
+/// A syntactically valid email address as the user typed it (trimmed), plus the form used
+/// for uniqueness and lockout (`normalized`: lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    display: String,
+    normalized: String,
+}
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    /// Parses an address for `field`. The rules are deliberately simple (one `@`, a
+    /// non-empty local part of at most 64 bytes, a dotted domain, no spaces or control
+    /// characters): deliverability is proven by mail, not by a regex.
+    pub fn parse(raw: &str, field: &str) -> Result<Self, FieldError> {
+        let invalid = || FieldError::new(field, "must be a valid email address");
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.len() > Self::MAX_LEN {
+            return Err(invalid());
+        }
+        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = trimmed.rsplit_once('@').ok_or_else(invalid)?;
+        if local.is_empty() || local.len() > 64 || local.contains('@') {
+            return Err(invalid());
+        }
+        let labels_ok = domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        if !domain.contains('.') || !labels_ok {
+            return Err(invalid());
+        }
+        Ok(Self {
+            display: trimmed.to_owned(),
+            normalized: trimmed.to_lowercase(),
+        })
+    }
+
+    /// The address as the user wrote it, trimmed.
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// Lower-cased: the key for uniqueness, lookup and lockout.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The part before the last `@`, lower-cased (the password policy refuses passwords
+    /// that contain it).
+    pub fn local_part(&self) -> &str {
+        self.normalized
+            .rsplit_once('@')
+            .map_or(self.normalized.as_str(), |(local, _)| local)
+    }
+}
+
+/// The normalised form of whatever was typed into an email field, valid or not: lockout
+/// counters are kept per normalised email whether or not an account exists.
+pub fn normalize_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+/// 1–100 characters (Unicode scalar values), no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(raw: &str, field: &str) -> Result<Self, FieldError> {
+        let count = raw.chars().count();
+        if count == 0 || raw.trim().is_empty() {
+            return Err(FieldError::new(field, "must not be empty"));
+        }
+        if count > Self::MAX_CHARS {
+            return Err(FieldError::new(field, "must be at most 100 characters"));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A user as every response shows it (contract §5's user view). No secret lives here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub status: UserStatus,
+    /// Role names, sorted.
+    pub roles: Vec<String>,
+    pub mfa_enabled: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What login needs to check a password; never leaves the server.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: Uuid,
+    pub password_hash: Redacted<String>,
+    pub status: UserStatus,
+    /// Soft-deleted accounts cannot log in; they look like wrong credentials.
+    pub deleted: bool,
+    pub mfa_enabled: bool,
+}
+
+/// A login: what a refresh-token family and every access token issued from it belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: i64,
+    /// The session's hard end: login time + `RAMPART_SESSION_MAX_AGE`.
+    pub expires_at_ms: i64,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        let e = Email::parse("  Alice.Smith@Example.ORG ", "email").unwrap();
+        assert_eq!(e.as_str(), "Alice.Smith@Example.ORG");
+        assert_eq!(e.normalized(), "alice.smith@example.org");
+        assert_eq!(e.local_part(), "alice.smith");
+        for bad in [
+            "",
+            "   ",
+            "no-at.example.org",
+            "@example.org",
+            "a@",
+            "a@nodot",
+            "a b@example.org",
+            "a@exa mple.org",
+            "a@.example.org",
+            "a@example..org",
+            "a\u{0}@example.org",
+        ] {
+            assert!(Email::parse(bad, "email").is_err(), "{bad:?}");
+        }
+        let long = format!("{}@example.org", "a".repeat(65));
+        assert!(Email::parse(&long, "email").is_err());
+        assert_eq!(normalize_email(" X@Y.Z "), "x@y.z");
+    }
+
+    #[test]
+    fn display_names() {
+        assert!(DisplayName::parse("Ada Lovelace", "displayName").is_ok());
+        assert!(DisplayName::parse(&"é".repeat(100), "displayName").is_ok());
+        for bad in ["", "   ", "tab\there", "nul\u{0}", "line\nbreak"] {
+            assert!(DisplayName::parse(bad, "displayName").is_err(), "{bad:?}");
+        }
+        assert!(DisplayName::parse(&"x".repeat(101), "displayName").is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! The `users`, `roles` and `user_roles` tables: accounts, their credentials and the user
+//! view (contract §5).
+//!
+//! Invariants: an email is unique by its normalised (lower-cased) form across every row,
+//! soft-deleted ones included; a soft-deleted user keeps its row (`deleted_at_ms` set), is
+//! invisible to [`get`] and every session lookup, and is still returned by
+//! [`find_credentials`] (flagged) so that login can answer it like a wrong password. A new
+//! user is `active` with the single role `user`. Every change commits in one transaction
+//! with its audit event; a password change ends every live session of the user in that same
+//! transaction. Role names match `[a-z][a-z0-9_-]*` (a CHECK in migration 0002), so the
+//! user view aggregates them into one comma-separated column in the same round trip; the
+//! list is sorted here, so neither dialect's aggregate order matters.
+
+use rampart_core::audit::NewAuditEvent;
+use rampart_core::error::Redacted;
+use rampart_core::users::{Credentials, DisplayName, Email, User, UserStatus};
+use rampart_core::{Error, Result};
+use uuid::Uuid;
+
+use crate::error::DbResultExt;
+use crate::sessions::{self, PASSWORD_CHANGED};
+use crate::types::DbUuid;
+use crate::{Backend, Db, Tx};
+
+/// The built-in `admin` role, seeded by migration 0002 with this id on both backends.
+pub const ADMIN_ROLE_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001);
+/// The built-in `user` role every new account gets, seeded by migration 0002.
+pub const USER_ROLE_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0002);
+
+/// A user about to be registered. `password_hash` is a PHC string, never a password.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub email: &'a Email,
+    pub display_name: &'a DisplayName,
+    pub password_hash: &'a str,
+    pub now_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: DbUuid,
+    email: String,
+    display_name: String,
+    status: String,
+    mfa_enabled: bool,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    /// Comma-separated role names, NULL when the user has none.
+    roles: Option<String>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = Error;
+
+    fn try_from(row: UserRow) -> Result<Self> {
+        let status = UserStatus::parse(&row.status)
+            .ok_or_else(|| anyhow::anyhow!("user {} has an unknown status", row.id.0))?;
+        let mut roles: Vec<String> = row
+            .roles
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect();
+        roles.sort_unstable();
+        Ok(User {
+            id: row.id.into(),
+            email: row.email,
+            display_name: row.display_name,
+            status,
+            roles,
+            mfa_enabled: row.mfa_enabled,
+            created_at_ms: row.created_at_ms,
+            updated_at_ms: row.updated_at_ms,
+        })
+    }
+}
+
+const INSERT_USER: &str = "INSERT INTO users \
+     (id, email, email_normalized, password_hash, display_name, status, mfa_enabled, \
+      created_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6)";
+
+const GRANT_ROLE: &str = "INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)";
+
+/// Registers `user` (active, role `user`) and appends `audit`, in one transaction. A
+/// normalised email that is already taken (by any row, deleted or not) is
+/// `Conflict("email already registered")`, and nothing is written.
+pub async fn create(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Result<User> {
+    let mut tx = db.begin().await?;
+    with_tx!(&mut tx, conn => {
+        sqlx::query(INSERT_USER)
+            .bind(DbUuid(user.id))
+            .bind(user.email.as_str())
+            .bind(user.email.normalized())
+            .bind(user.password_hash)
+            .bind(user.display_name.as_str())
+            .bind(user.now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("inserting a user")
+    .map_err(|err| match err {
+        Error::Conflict(_) => Error::Conflict("email already registered".to_owned()),
+        other => other,
+    })?;
+    with_tx!(&mut tx, conn => {
+        sqlx::query(GRANT_ROLE)
+            .bind(DbUuid(user.id))
+            .bind(DbUuid(USER_ROLE_ID))
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("granting the user role")?;
+    crate::audit::append(&mut tx, audit, user.now_ms).await?;
+    tx.commit().await?;
+    Ok(User {
+        id: user.id,
+        email: user.email.as_str().to_owned(),
+        display_name: user.display_name.as_str().to_owned(),
+        status: UserStatus::Active,
+        roles: vec!["user".to_owned()],
+        mfa_enabled: false,
+        created_at_ms: user.now_ms,
+        updated_at_ms: user.now_ms,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialsRow {
+    id: DbUuid,
+    password_hash: String,
+    status: String,
+    mfa_enabled: bool,
+    deleted_at_ms: Option<i64>,
+}
+
+const SELECT_CREDENTIALS: &str = "SELECT id, password_hash, status, mfa_enabled, deleted_at_ms \
+     FROM users WHERE email_normalized = $1";
+
+/// What login checks a password against, for deleted and disabled users too (flagged), so
+/// the caller can spend the same work and give the same answer as for a wrong password.
+pub async fn find_credentials(db: &Db, email_normalized: &str) -> Result<Option<Credentials>> {
+    let row: Option<CredentialsRow> = with_pool!(db, pool => {
+        sqlx::query_as(SELECT_CREDENTIALS)
+            .bind(email_normalized)
+            .fetch_optional(pool)
+            .await
+    })
+    .db_context("reading credentials")?;
+    row.map(|row| {
+        let status = UserStatus::parse(&row.status)
+            .ok_or_else(|| anyhow::anyhow!("user {} has an unknown status", row.id.0))?;
+        Ok(Credentials {
+            user_id: row.id.into(),
+            password_hash: Redacted(row.password_hash),
+            status,
+            deleted: row.deleted_at_ms.is_some(),
+            mfa_enabled: row.mfa_enabled,
+        })
+    })
+    .transpose()
+}
+
+// The user view. The dialects differ only in the aggregate: SQLite's `group_concat` (SQLite
+// has `string_agg` only from 3.44, and the `sqlite-unbundled` build may link an older one),
+// PostgreSQL's `string_agg`.
+const SQLITE_SELECT_USER: &str = "SELECT u.id, u.email, u.display_name, u.status, \
+     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM users u WHERE u.id = $1 AND u.deleted_at_ms IS NULL";
+const POSTGRES_SELECT_USER: &str = "SELECT u.id, u.email, u.display_name, u.status, \
+     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM users u WHERE u.id = $1 AND u.deleted_at_ms IS NULL";
+
+fn select_user_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => SQLITE_SELECT_USER,
+        Backend::Postgres => POSTGRES_SELECT_USER,
+    }
+}
+
+/// The user view of `id`, roles sorted by name; `None` when missing or soft-deleted.
+pub async fn get(db: &Db, id: Uuid) -> Result<Option<User>> {
+    let sql = select_user_sql(db.backend());
+    let row: Option<UserRow> = with_pool!(db, pool => {
+        sqlx::query_as(sql).bind(DbUuid(id)).fetch_optional(pool).await
+    })
+    .db_context("reading a user")?;
+    row.map(User::try_from).transpose()
+}
+
+/// [`get`] inside `tx`, so a change and the view returned after it are one snapshot.
+async fn get_in(tx: &mut Tx, id: Uuid) -> Result<Option<User>> {
+    let sql = select_user_sql(tx.backend());
+    let row: Option<UserRow> = with_tx!(tx, conn => {
+        sqlx::query_as(sql).bind(DbUuid(id)).fetch_optional(&mut *conn).await
+    })
+    .db_context("reading a user")?;
+    row.map(User::try_from).transpose()
+}
+
+// `/me`: the session's liveness, the user's state and the view in one statement.
+const SQLITE_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_name, \
+     u.status, u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at_ms IS NULL \
+       AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL";
+const POSTGRES_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_name, \
+     u.status, u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at_ms IS NULL \
+       AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL";
+
+/// The user view of `user_id` in one round trip, only while `session_id` is live (it
+/// belongs to the user, is not revoked, `expires_at_ms > now_ms`) and the user is active
+/// and not deleted; `None` otherwise, whichever condition failed.
+pub async fn get_for_session(
+    db: &Db,
+    user_id: Uuid,
+    session_id: Uuid,
+    now_ms: i64,
+) -> Result<Option<User>> {
+    let sql = match db.backend() {
+        Backend::Sqlite => SQLITE_SELECT_USER_FOR_SESSION,
+        Backend::Postgres => POSTGRES_SELECT_USER_FOR_SESSION,
+    };
+    let row: Option<UserRow> = with_pool!(db, pool => {
+        sqlx::query_as(sql)
+            .bind(DbUuid(session_id))
+            .bind(DbUuid(user_id))
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await
+    })
+    .db_context("reading a user for a session")?;
+    row.map(User::try_from).transpose()
+}
+
+const UPDATE_DISPLAY_NAME: &str = "UPDATE users SET display_name = $2, updated_at_ms = $3 \
+     WHERE id = $1 AND deleted_at_ms IS NULL";
+
+/// Sets the display name and appends `audit`, in one transaction; `NotFound` when the user
+/// is missing or deleted.
+pub async fn update_display_name(
+    db: &Db,
+    id: Uuid,
+    name: &DisplayName,
+    now_ms: i64,
+    audit: &NewAuditEvent,
+) -> Result<User> {
+    let mut tx = db.begin().await?;
+    let updated = with_tx!(&mut tx, conn => {
+        sqlx::query(UPDATE_DISPLAY_NAME)
+            .bind(DbUuid(id))
+            .bind(name.as_str())
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("updating a display name")?;
+    if updated == 0 {
+        return Err(Error::NotFound);
+    }
+    let user = get_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
+    crate::audit::append(&mut tx, audit, now_ms).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+// Compare-and-set on the hash that was verified, so a rehash racing a password change
+// cannot write the old password back.
+const REHASH_PASSWORD: &str = "UPDATE users SET password_hash = $3 \
+     WHERE id = $1 AND password_hash = $2 AND deleted_at_ms IS NULL";
+
+/// Replaces `current_hash` (the hash the password was just verified against) with
+/// `new_hash`, the same password under current parameters. Writes nothing when the stored
+/// hash is no longer `current_hash` (the password changed meanwhile) or the user is gone.
+/// Not audited and `updated_at_ms` is left alone: nothing the user can see changed.
+pub async fn set_password_hash(
+    db: &Db,
+    id: Uuid,
+    current_hash: &str,
+    new_hash: &str,
+) -> Result<()> {
+    with_pool!(db, pool => {
+        sqlx::query(REHASH_PASSWORD)
+            .bind(DbUuid(id))
+            .bind(current_hash)
+            .bind(new_hash)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("rehashing a password")?;
+    Ok(())
+}
+
+const UPDATE_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2, updated_at_ms = $3 \
+     WHERE id = $1 AND deleted_at_ms IS NULL";
+
+/// Sets a new password hash, revokes every live session of the user (reason
+/// `password_changed`, the current one included) and appends `audit`, in one transaction.
+/// Returns the revoked session ids, oldest first; `NotFound` when the user is missing or
+/// deleted.
+pub async fn change_password(
+    db: &Db,
+    id: Uuid,
+    new_hash: &str,
+    now_ms: i64,
+    audit: &NewAuditEvent,
+) -> Result<Vec<Uuid>> {
+    let mut tx = db.begin().await?;
+    let updated = with_tx!(&mut tx, conn => {
+        sqlx::query(UPDATE_PASSWORD_HASH)
+            .bind(DbUuid(id))
+            .bind(new_hash)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("changing a password")?;
+    if updated == 0 {
+        return Err(Error::NotFound);
+    }
+    let revoked = sessions::revoke_all_in(&mut tx, id, None, PASSWORD_CHANGED, now_ms).await?;
+    crate::audit::append(&mut tx, audit, now_ms).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
