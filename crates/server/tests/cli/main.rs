@@ -9,4 +9,5 @@ mod audit;
 mod keys;
 mod logs;
 mod production;
+mod restart;
 mod serve;
