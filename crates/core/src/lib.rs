@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod passwords;
+pub mod rbac;
 pub mod tokens;
 pub mod users;
 

@@ -1,6 +1,6 @@
 //! Rampart's storage: SQLite and PostgreSQL behind one repository layer.
 //!
-//! Each feature module (`audit`, later `users`, `sessions`…) keeps its SQL in `const`
+//! Each feature module (`audit`, `users`, `sessions`, `lockout`…) keeps its SQL in `const`
 //! strings with `$N` placeholders next to the function that runs it: one text where the
 //! dialects agree, two texts side by side where they differ. [`Db`] holds one pool per
 //! backend and the [`with_pool!`]/[`with_tx!`] macros expand a query body once per backend,

@@ -69,7 +69,7 @@ const RECORD_FAILURE: &str = "INSERT INTO lockouts \
                     THEN 1 ELSE lockouts.failures + 1 END) >= $4 THEN $2 + $5 \
          ELSE NULL END \
      WHERE lockouts.locked_until_ms IS NULL OR lockouts.locked_until_ms <= $2 \
-     RETURNING failures, locked_until_ms";
+     RETURNING locked_until_ms";
 
 /// Counts a failed login for `key` at `now_ms` under `policy` (see the module docs), in one
 /// transaction with `failure_audit` (when given) and, if this failure locks the key,
@@ -84,8 +84,9 @@ pub async fn record_failure(
     lockout_audit: &NewAuditEvent,
 ) -> Result<Option<i64>> {
     let mut tx = db.begin().await?;
-    let counted: Option<(i32, Option<i64>)> = with_tx!(&mut tx, conn => {
-        sqlx::query_as(RECORD_FAILURE)
+    // No row: the key was already locked. Some(None): counted. Some(Some(until)): locked.
+    let counted: Option<Option<i64>> = with_tx!(&mut tx, conn => {
+        sqlx::query_scalar(RECORD_FAILURE)
             .bind(key)
             .bind(now_ms)
             .bind(policy.window_ms)
@@ -99,11 +100,11 @@ pub async fn record_failure(
         crate::audit::append(&mut tx, event, now_ms).await?;
     }
     let locked_until_ms = match counted {
-        Some((_, Some(until))) => {
+        Some(Some(until)) => {
             crate::audit::append(&mut tx, lockout_audit, now_ms).await?;
             Some(until)
         }
-        Some((_, None)) => None,
+        Some(None) => None,
         // Already locked: the upsert left the row alone (and, on PostgreSQL, locked it).
         None => with_tx!(&mut tx, conn => {
             sqlx::query_scalar(SELECT_LOCKED_UNTIL)

@@ -2,14 +2,16 @@
 //! (also under concurrent presentation of one token), revocation scoped to the owner, and
 //! the liveness lookups.
 
-use rampart_store::Db;
+use std::time::Duration;
+
 use rampart_store::lockout::{self, LockoutPolicy};
 use rampart_store::sessions::{self, NewSession, Rotation};
+use rampart_store::{Backend, Db, Tx};
 use uuid::Uuid;
 
 use crate::users::{
-    DAY_MS, DELETE_USER, DISABLE_USER, T0, all_events, assert_chain_intact, create_user, event,
-    events, execute_for, i64s_by_text, i64s_for, login, refresh_token,
+    DAY_MS, DELETE_USER, DISABLE_USER, T0, all_events, assert_chain_intact, count, create_user,
+    event, events, execute_for, i64s_by_text, i64s_for, login, refresh_token,
 };
 
 backend_tests!(
@@ -18,6 +20,7 @@ backend_tests!(
     replayed_token_revokes_the_whole_session_once,
     expired_unknown_and_dead_session_tokens_are_invalid,
     concurrent_rotations_of_one_token_have_exactly_one_winner,
+    a_rotation_waiting_on_an_uncommitted_claim_sees_its_outcome,
     find_live_by_refresh_sees_only_unused_tokens_of_live_sessions,
     revoke_touches_only_the_owners_live_session,
     revoke_all_spares_the_exception,
@@ -346,6 +349,95 @@ async fn concurrent_rotations_of_one_token_have_exactly_one_winner(db: Db) {
         sessions::live_user(&db, session.id, T0 + 2).await.unwrap(),
         None
     );
+    assert_chain_intact(&db).await;
+}
+
+/// Marks the token used inside `tx`, as a concurrent winner's claim does.
+async fn claim_in(tx: &mut Tx, token_hash: &str, now_ms: i64) -> u64 {
+    const CLAIM: &str = "UPDATE refresh_tokens SET used_at_ms = $2 \
+         WHERE token_hash = $1 AND used_at_ms IS NULL";
+    match tx {
+        Tx::Sqlite(tx) => sqlx::query(CLAIM)
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await
+            .unwrap()
+            .rows_affected(),
+        Tx::Postgres(tx) => sqlx::query(CLAIM)
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await
+            .unwrap()
+            .rows_affected(),
+    }
+}
+
+/// Waits until a `rotate` is blocked behind the open claim: on PostgreSQL until a
+/// connection to this test's database waits on a lock; on SQLite, whose writers wait in `BEGIN IMMEDIATE` where nothing
+/// shows it, for a moment.
+async fn until_blocked(db: &Db) {
+    match db.backend() {
+        Backend::Postgres => {
+            for _ in 0..500 {
+                let waiting = count(
+                    db,
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await;
+                if waiting > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("rotate never waited on the claimed row");
+        }
+        Backend::Sqlite => tokio::time::sleep(Duration::from_millis(200)).await,
+    }
+}
+
+/// The PostgreSQL READ COMMITTED case made deterministic: a rotation that starts while
+/// another transaction holds an uncommitted claim on the same token waits for it, then
+/// acts on its outcome: reuse once it commits, a normal rotation if it rolls back.
+async fn a_rotation_waiting_on_an_uncommitted_claim_sees_its_outcome(db: Db) {
+    let user = create_user(&db, "waiter@example.org").await;
+    for commit in [true, false] {
+        let hash = if commit {
+            "h-committed"
+        } else {
+            "h-rolled-back"
+        };
+        let session = login(&db, user.id, hash, T0, DAY_MS).await;
+
+        let mut winner = db.begin().await.unwrap();
+        assert_eq!(claim_in(&mut winner, hash, T0 + 1).await, 1);
+        let waiter = {
+            let db = db.clone();
+            tokio::spawn(async move { rotate(&db, hash, &format!("{hash}-next"), T0 + 2).await })
+        };
+        until_blocked(&db).await;
+        assert!(!waiter.is_finished());
+
+        if commit {
+            winner.commit().await.unwrap();
+            assert_eq!(
+                waiter.await.unwrap(),
+                Rotation::Reused {
+                    session_id: session.id,
+                    user_id: user.id
+                }
+            );
+        } else {
+            winner.rollback().await.unwrap();
+            assert!(matches!(
+                waiter.await.unwrap(),
+                Rotation::Rotated { session: ref s, .. } if s.id == session.id
+            ));
+        }
+    }
+    assert_eq!(events(&db, "auth.refresh_reuse_detected").await.len(), 1);
     assert_chain_intact(&db).await;
 }
 
