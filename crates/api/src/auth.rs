@@ -104,6 +104,10 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The route's policy layer already authenticated this request.
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(*user);
+        }
         let VerifiedToken(claims) = VerifiedToken::from_request_parts(parts, state).await?;
         let live = match state.sessions.get(claims.sid) {
             Some(user) => Some(user),

@@ -103,6 +103,39 @@ where
     }
 }
 
+/// A strictly parsed query string: unknown parameters, repeated parameters and values of
+/// the wrong type are `validation_failed` for `query.<name>`.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de)
+            .map(ApiQuery)
+            .map_err(|err| {
+                let path = dotted_path(err.path());
+                let mut entry = data_error(&path, &err.inner().to_string());
+                if entry.field == "body" {
+                    entry.field = "query".to_owned();
+                }
+                entry.field = if entry.field.starts_with("query") {
+                    entry.field
+                } else {
+                    format!("query.{}", entry.field)
+                };
+                Problem::validation(vec![entry])
+            })
+    }
+}
+
 /// A path parameter; a malformed one (e.g. not a UUID) is `validation_failed` for
 /// `path.<name>`, and the raw segment is never echoed.
 #[derive(Debug, Clone)]

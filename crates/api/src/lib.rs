@@ -3,8 +3,10 @@
 //! through `rampart_store`; nothing here writes SQL.
 
 pub mod auth;
+pub mod authz;
 pub mod extract;
 pub mod middleware;
+pub mod pagination;
 pub mod problem;
 pub mod routes;
 pub mod routing;
@@ -40,6 +42,9 @@ pub use crate::state::AppState;
         (name = "keys", description = "Public signing keys"),
         (name = "auth", description = "Registration, login, sessions"),
         (name = "users", description = "Users"),
+        (name = "rbac", description = "Roles and permissions"),
+        (name = "notes", description = "Notes: the example business module"),
+        (name = "audit", description = "The audit trail"),
     ),
     modifiers(&BearerAuth)
 )]
@@ -70,15 +75,27 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::jwks::routes())
         .merge(routes::auth::routes())
         .merge(routes::users::routes())
+        .merge(routes::rbac::routes())
+        .merge(routes::notes::routes())
+        .merge(routes::audit::routes())
 }
 
 /// The full application. `extra` lets an embedding application (or a test) add its own
 /// feature routes; they get exactly the pipeline the built-in routes get.
-pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
+///
+/// Fails, naming them, when operations declare no policy (deny by default, contract §6).
+pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<Router, String> {
     let config = state.config.clone();
     let (limited, mut openapi) = api_routes().merge(extra).split_for_parts();
     let (health, health_doc) = routes::health::routes().split_for_parts();
     openapi.merge(health_doc);
+    let undeclared = routing::undeclared_operations(&openapi);
+    if !undeclared.is_empty() {
+        return Err(format!(
+            "routes without a declared policy (public, authenticated or a permission): {}",
+            undeclared.join(", ")
+        ));
+    }
 
     let mut limited = limited;
     if config.docs {
@@ -102,15 +119,16 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
     };
     let proxies = middleware::client_ip::TrustedProxies(Arc::new(config.trusted_proxies.clone()));
 
-    limited
+    Ok(limited
         .merge(health)
         .route_layer(mw::from_fn(middleware::access_log::record_route))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
         // Outer layers, innermost first: these see every request, matched or not.
         // Streamed bodies are cut off at the limit while `ApiJson` reads them.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::Extension(guards))
+        .layer(axum::Extension(state.clone()))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
@@ -128,7 +146,7 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
             security,
             middleware::security_headers::layer,
         ))
-        .layer(mw::from_fn(middleware::request_id::layer))
+        .layer(mw::from_fn(middleware::request_id::layer)))
 }
 
 /// The OpenAPI document of every route, as `/openapi.json` serves it.

@@ -1,6 +1,7 @@
-//! How a feature declares a route. `guarded(routes!(handler))` attaches the checks the
-//! contract orders after routing — rate limit (429), then body size (413) and media type
-//! (415) — to the route's *method handlers* only. Attaching them with `Router::route_layer`
+//! How a feature declares a route: `route(Policy::…, routes!(handler))`. It attaches the
+//! checks the contract orders after routing — rate limit (429), body size (413) and media
+//! type (415), authentication (401), permission (403) — to the route's *method handlers*
+//! only, and records the policy in the OpenAPI document. Attaching them with `Router::route_layer`
 //! would also wrap axum's 405 answer, so a rate-limited client would see 429 for a wrong
 //! method; the contract puts 404 and 405 first.
 //!
@@ -39,47 +40,140 @@ pub enum RouteLimit {
     Register,
 }
 
-/// Wraps a route's handlers with the post-routing checks. Every route but the health
-/// checks is declared through this.
-pub fn guarded(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
-    let (schemas, paths, method_router) = route;
-    (schemas, paths, guard_method(method_router))
+/// What a route requires of its caller (contract §6: deny by default). Every route
+/// declares exactly one; [`crate::build_router`] refuses to build when an operation of the
+/// OpenAPI document carries none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Anyone.
+    Public,
+    /// A valid access token of a live session.
+    Authenticated,
+    /// An authenticated caller holding this `feature:action` permission.
+    Permission(&'static str),
 }
 
-/// [`guarded`] plus a per-route limit, checked right after the global one.
-pub fn guarded_limited(
-    route: UtoipaMethodRouter<AppState>,
+impl Policy {
+    /// How the policy is written into the OpenAPI document (`x-rampart-policy`).
+    pub fn label(self) -> String {
+        match self {
+            Self::Public => "public".to_owned(),
+            Self::Authenticated => "authenticated".to_owned(),
+            Self::Permission(p) => format!("permission:{p}"),
+        }
+    }
+}
+
+/// The OpenAPI extension that records each operation's policy.
+pub const POLICY_EXTENSION: &str = "x-rampart-policy";
+
+/// Declares a documented route with its policy: the post-routing checks (429, 413, 415),
+/// then authentication (401) and the permission (403), then the handler.
+pub fn route(policy: Policy, route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    declare(policy, None, route)
+}
+
+/// [`route`] plus a per-route limit, checked right after the global one.
+pub fn route_limited(
+    policy: Policy,
     limit: RouteLimit,
+    route: UtoipaMethodRouter<AppState>,
 ) -> UtoipaMethodRouter<AppState> {
-    let (schemas, paths, method_router) = route;
-    (
-        schemas,
-        paths,
-        guard_method_with(method_router, Some(limit)),
-    )
+    declare(policy, Some(limit), route)
 }
 
-/// [`guarded`] for an undocumented `MethodRouter`.
-pub fn guard_method(
+fn declare(
+    policy: Policy,
+    limit: Option<RouteLimit>,
+    route: UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, method_router) = route;
+    stamp(policy, &mut paths);
+    (schemas, paths, method(policy, limit, method_router))
+}
+
+fn stamp(policy: Policy, paths: &mut utoipa::openapi::path::Paths) {
+    for item in paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let stamp = utoipa::openapi::extensions::ExtensionsBuilder::new()
+                .add(POLICY_EXTENSION, policy.label())
+                .build();
+            match &mut operation.extensions {
+                Some(existing) => existing.merge(stamp),
+                None => operation.extensions = Some(stamp),
+            }
+        }
+    }
+}
+
+/// A public route exempt from every post-routing check: the health checks, which must
+/// answer a load balancer whatever any client has done (contract §3).
+pub fn exempt_public(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, method_router) = route;
+    stamp(Policy::Public, &mut paths);
+    (schemas, paths, method_router)
+}
+
+/// [`route`] for an undocumented `MethodRouter` (e.g. routes a test mounts).
+pub fn method(
+    policy: Policy,
+    limit: Option<RouteLimit>,
     method_router: axum::routing::MethodRouter<AppState>,
 ) -> axum::routing::MethodRouter<AppState> {
-    guard_method_with(method_router, None)
+    method_router
+        .route_layer(mw::from_fn(move |req: Request, next: Next| {
+            crate::authz::enforce(policy, req, next)
+        }))
+        .route_layer(mw::from_fn(move |req: Request, next: Next| {
+            post_route_checks(limit, req, next)
+        }))
 }
 
-/// The same checks for a plain router (Swagger UI, which brings its own routes).
+/// The post-routing checks for a plain, public router (Swagger UI, which brings its own
+/// routes and is not part of the API).
 pub fn guard_router(router: axum::Router<AppState>) -> axum::Router<AppState> {
     router.route_layer(mw::from_fn(|req: Request, next: Next| {
         post_route_checks(None, req, next)
     }))
 }
 
-fn guard_method_with(
-    method_router: axum::routing::MethodRouter<AppState>,
-    limit: Option<RouteLimit>,
-) -> axum::routing::MethodRouter<AppState> {
-    method_router.route_layer(mw::from_fn(move |req: Request, next: Next| {
-        post_route_checks(limit, req, next)
-    }))
+/// Every operation of `doc` without a declared policy, as `METHOD /path`.
+pub fn undeclared_operations(doc: &utoipa::openapi::OpenApi) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        let operations = [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+            ("TRACE", &item.trace),
+        ];
+        for (name, operation) in operations {
+            if let Some(op) = operation {
+                let declared = op
+                    .extensions
+                    .as_ref()
+                    .is_some_and(|e| e.contains_key(POLICY_EXTENSION));
+                if !declared {
+                    missing.push(format!("{name} {path}"));
+                }
+            }
+        }
+    }
+    missing
 }
 
 async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) -> Response {

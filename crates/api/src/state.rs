@@ -12,6 +12,7 @@ use rampart_core::{Clock, Error};
 use rampart_store::{Db, Redis};
 
 use crate::auth::SessionCache;
+use crate::authz::PermissionCache;
 use crate::middleware::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -25,6 +26,7 @@ pub struct AppState {
     pub hashes: Arc<HashPool>,
     pub password_policy: Arc<PasswordPolicy>,
     pub sessions: Arc<SessionCache>,
+    pub permissions: Arc<PermissionCache>,
     pub clock: Arc<dyn Clock>,
     pub(crate) global_limiter: Arc<IpRateLimiter>,
     pub(crate) login_limiter: Arc<IpRateLimiter>,
@@ -73,6 +75,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             hashes: Arc::new(hashes),
             sessions: Arc::new(SessionCache::default()),
+            permissions: Arc::new(PermissionCache::default()),
             clock,
             draining: Arc::new(AtomicBool::new(false)),
         })

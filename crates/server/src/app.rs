@@ -8,14 +8,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use rampart_api::AppState;
-use rampart_core::SystemClock;
 use rampart_core::audit::VerifyOutcome;
+use rampart_core::audit::{NewAuditEvent, Outcome};
 use rampart_core::config::{Config, JwtAlg, Sources};
 use rampart_core::keys::{self, KeyStore};
+use rampart_core::passwords::{HashParams, PasswordHasher, PasswordPolicy};
+use rampart_core::rbac::{CATALOGUE, USER_DEFAULTS};
+use rampart_core::users::{DisplayName, Email};
+use rampart_core::{Clock, SystemClock};
+use rampart_store::users::NewUser;
 use rampart_store::{Db, Redis};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::cli::{Alg, AuditCommand, Cli, Command, KeyArgs, KeysCommand};
+use crate::cli::{AdminCommand, Alg, AuditCommand, Cli, Command, KeyArgs, KeysCommand};
 use crate::telemetry;
 
 const CONFIG_REFUSED: u8 = 2;
@@ -41,6 +46,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => serve(config, &sources).await,
         Command::Migrate => migrate(&config).await,
         Command::Keys { command } => keys_command(&config, command),
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    display_name,
+                },
+        } => admin_create(&config, &email, &display_name).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => return audit_verify(&config).await,
@@ -87,6 +99,7 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
     } else {
         db.migrate().await?;
     }
+    sync_permissions(&db).await?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
@@ -94,7 +107,8 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
     let deadline = config.shutdown_timeout;
     let state = AppState::new(config, db.clone(), redis, keys, Arc::new(SystemClock))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let router = rampart_api::build_router(state.clone(), OpenApiRouter::new());
+    let router = rampart_api::build_router(state.clone(), OpenApiRouter::new())
+        .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(
         address = %local,
         production = state.config.is_production(),
@@ -132,8 +146,88 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url, 2).await?;
     let pending = db.pending_migrations().await?;
     db.migrate().await?;
+    let report = sync_permissions(&db).await?;
     db.close().await;
     println!("migrations applied: {pending} (database up to date)");
+    println!(
+        "permissions: {} added, {} retired",
+        report.added.len(),
+        report.retired.len()
+    );
+    Ok(())
+}
+
+/// Syncs the permission catalogue the code declares into the database (idempotent).
+async fn sync_permissions(db: &Db) -> anyhow::Result<rampart_store::rbac::SyncReport> {
+    let now_ms = SystemClock.now_ms();
+    rampart_store::rbac::sync_catalogue(db, CATALOGUE, USER_DEFAULTS, now_ms)
+        .await
+        .map_err(|e| anyhow::anyhow!("syncing the permission catalogue: {e}"))
+}
+
+/// `rampart admin create --email E`: the password comes from stdin and must pass the
+/// same policy as registration.
+async fn admin_create(config: &Config, email: &str, display_name: &str) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let email = Email::parse(email, "email").map_err(|e| anyhow::anyhow!("--email {}", e.issue))?;
+    let display_name = DisplayName::parse(display_name, "displayName")
+        .map_err(|e| anyhow::anyhow!("--display-name {}", e.issue))?;
+    let db = Db::connect(&config.database_url, 2).await?;
+    if db.pending_migrations().await? > 0 {
+        anyhow::bail!("the database has pending migrations; run `rampart migrate` first");
+    }
+    sync_permissions(&db).await?;
+    let existing = rampart_store::users::find_by_email(&db, email.normalized())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    let hash = if existing.is_none() {
+        let policy = PasswordPolicy::new(config.password_min_length);
+        if let Err(problems) = policy.check(&password, Some(&email), "password") {
+            let issues: Vec<String> = problems.into_iter().map(|p| p.issue).collect();
+            anyhow::bail!("password refused: {}", issues.join("; "));
+        }
+        let hasher = PasswordHasher::new(HashParams {
+            m_kib: config.argon2_memory_kib,
+            t: config.argon2_iterations,
+            p: config.argon2_parallelism,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        hasher.hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        // An existing account keeps its password; stdin is read and ignored.
+        String::new()
+    };
+    let id = uuid::Uuid::now_v7();
+    let created = NewAuditEvent::new("user.roles_changed", Outcome::Success)
+        .with_details(serde_json::json!({"via": "cli", "created": true, "to": ["admin", "user"]}));
+    let promoted = NewAuditEvent::new("user.roles_changed", Outcome::Success)
+        .with_details(serde_json::json!({"via": "cli", "created": false, "added": ["admin"]}));
+    let (user, was_created) = rampart_store::users::create_or_promote_admin(
+        &db,
+        &NewUser {
+            id,
+            email: &email,
+            display_name: &display_name,
+            password_hash: &hash,
+            now_ms: SystemClock.now_ms(),
+        },
+        &created,
+        &promoted,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    db.close().await;
+    if was_created {
+        println!("created admin {} ({})", user.email, user.id);
+    } else {
+        println!(
+            "promoted {} ({}) to admin; password unchanged",
+            user.email, user.id
+        );
+    }
     Ok(())
 }
 

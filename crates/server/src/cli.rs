@@ -30,6 +30,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Administer accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -61,6 +66,20 @@ pub enum Alg {
     Rs256,
     #[value(name = "EdDSA")]
     EdDsa,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user with the `admin` role, or add `admin` to an existing user. The
+    /// password of a new user is read from standard input (one line); there is no default
+    /// admin and no password on the command line.
+    Create {
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+        /// Display name of a new user.
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

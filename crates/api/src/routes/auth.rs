@@ -16,21 +16,31 @@ use crate::auth::{self, AuthUser};
 use crate::extract::{ApiJson, ApiPath};
 use crate::problem::ApiError;
 use crate::routes::users::UserResponse;
-use crate::routing::{RouteLimit, guarded, guarded_limited};
+use crate::routing::{Policy, RouteLimit, route, route_limited};
 use crate::services::auth as service;
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(guarded_limited(routes!(register), RouteLimit::Register))
-        .routes(guarded_limited(routes!(login), RouteLimit::Login))
-        .routes(guarded(routes!(refresh)))
-        .routes(guarded(routes!(logout)))
-        .routes(guarded(routes!(logout_all)))
-        .routes(guarded(routes!(list_sessions)))
-        .routes(guarded(routes!(delete_session)))
-        .routes(guarded(routes!(change_password)))
+        .routes(route_limited(
+            Policy::Public,
+            RouteLimit::Register,
+            routes!(register),
+        ))
+        .routes(route_limited(
+            Policy::Public,
+            RouteLimit::Login,
+            routes!(login),
+        ))
+        // Cookie-authenticated: the handler checks the cookie and the origin.
+        .routes(route(Policy::Public, routes!(refresh)))
+        // Access token or refresh cookie: the handler accepts either.
+        .routes(route(Policy::Public, routes!(logout)))
+        .routes(route(Policy::Authenticated, routes!(logout_all)))
+        .routes(route(Policy::Authenticated, routes!(list_sessions)))
+        .routes(route(Policy::Authenticated, routes!(delete_session)))
+        .routes(route(Policy::Authenticated, routes!(change_password)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -15,14 +15,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::problem::Problem;
+use crate::routing::exempt_public;
 use crate::state::AppState;
 
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(live))
-        .routes(routes!(ready))
+        .routes(exempt_public(routes!(live)))
+        .routes(exempt_public(routes!(ready)))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routing::guarded;
+use crate::routing::{Policy, route};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(guarded(routes!(jwks)))
+    OpenApiRouter::new().routes(route(Policy::Public, routes!(jwks)))
 }
 
 /// Public signing keys, active first.

@@ -1,8 +1,11 @@
 //! One module per feature, each exporting `fn routes() -> OpenApiRouter<AppState>`.
 
+pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod jwks;
+pub mod notes;
+pub mod rbac;
 pub mod users;
 
 /// Epoch milliseconds as an RFC 3339 UTC timestamp with millisecond precision.

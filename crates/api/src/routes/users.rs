@@ -11,16 +11,37 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{AuthUser, VerifiedToken};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::pagination;
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
-use crate::routing::guarded;
+use crate::routing::{Policy, route};
+use crate::services::admin;
 use crate::services::auth as service;
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(guarded(routes!(get_me, update_me)))
+    OpenApiRouter::new()
+        .routes(route(Policy::Authenticated, routes!(get_me, update_me)))
+        .routes(route(Policy::Permission("users:read"), routes!(list_users)))
+        .routes(route(Policy::Permission("users:read"), routes!(get_user)))
+        .routes(route(
+            Policy::Permission("users:update"),
+            routes!(update_user),
+        ))
+        .routes(route(
+            Policy::Permission("users:delete"),
+            routes!(delete_user),
+        ))
+        .routes(route(
+            Policy::Permission("users:update"),
+            routes!(end_user_sessions),
+        ))
+        .routes(route(
+            Policy::Permission("roles:assign"),
+            routes!(set_user_roles),
+        ))
 }
 
 /// The only shape a user is ever returned in. Built from the domain `User`, which has no
@@ -94,4 +115,155 @@ async fn update_me(
 ) -> Result<axum::Json<UserResponse>, ApiError> {
     let updated = service::update_display_name(&state, &meta, user, &req.display_name).await?;
     Ok(axum::Json(UserResponse::from(&updated)))
+}
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1–100, default 20.
+    limit: Option<u32>,
+    /// Opaque; from a previous page's `nextCursor`.
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parts(&self) -> (Option<u32>, Option<&str>) {
+        (self.limit, self.cursor.as_deref())
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPage {
+    items: Vec<UserResponse>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateUserRequest {
+    display_name: Option<String>,
+    /// `active` or `disabled`; disabling ends every session of the user at once.
+    status: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRolesRequest {
+    /// Role names.
+    roles: Vec<String>,
+}
+
+/// List users (not deleted), oldest first.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageQuery),
+    responses((status = 200, body = UserPage), (status = 400, description = "Bad limit, cursor or parameter"),
+        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:read")),
+    security(("bearer" = [])))]
+async fn list_users(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<axum::Json<UserPage>, ApiError> {
+    let limit = pagination::limit(q.limit)?;
+    let after = pagination::decode_uuid("users", q.cursor.as_deref())?;
+    let users = rampart_store::users::list(&state.db, limit, after).await?;
+    let next_cursor = pagination::next(&users, limit, "users", |u| u.id.to_string());
+    Ok(axum::Json(UserPage {
+        items: users.iter().map(UserResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, body = UserResponse), (status = 400, description = "Malformed id"),
+        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:read"),
+        (status = 404, description = "No such user")),
+    security(("bearer" = [])))]
+async fn get_user(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::Json<UserResponse>, ApiError> {
+    let user = rampart_store::users::get(&state.db, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(axum::Json(UserResponse::from(&user)))
+}
+
+/// Change a user's display name or status.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")), request_body = UpdateUserRequest,
+    responses((status = 200, body = UserResponse), (status = 400, description = "Invalid input"),
+        (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Lacks users:update, or would leave no active holder of roles:assign"),
+        (status = 404, description = "No such user")),
+    security(("bearer" = [])))]
+async fn update_user(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> Result<axum::Json<UserResponse>, ApiError> {
+    let patch = admin::UserPatch {
+        display_name: req.display_name,
+        status: req.status,
+    };
+    let user = admin::update_user(&state, &meta, caller, id, patch).await?;
+    Ok(axum::Json(UserResponse::from(&user)))
+}
+
+/// Soft-delete a user; every session of the user ends.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed id"),
+        (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Lacks users:delete, or would leave no active holder of roles:assign"),
+        (status = 404, description = "No such user")),
+    security(("bearer" = [])))]
+async fn delete_user(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    admin::delete_user(&state, &meta, caller, id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// End every session of a user.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/sessions", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 204, description = "Sessions ended"), (status = 400, description = "Malformed id"),
+        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:update"),
+        (status = 404, description = "No such user")),
+    security(("bearer" = [])))]
+async fn end_user_sessions(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    admin::end_user_sessions(&state, &meta, caller, id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Replace a user's roles.
+#[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")), request_body = SetRolesRequest,
+    responses((status = 200, body = UserResponse), (status = 400, description = "Unknown role"),
+        (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Lacks roles:assign; own roles; a permission the caller lacks; or the last holder of roles:assign"),
+        (status = 404, description = "No such user")),
+    security(("bearer" = [])))]
+async fn set_user_roles(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<SetRolesRequest>,
+) -> Result<axum::Json<UserResponse>, ApiError> {
+    let user = admin::set_roles(&state, &meta, caller, id, req.roles).await?;
+    Ok(axum::Json(UserResponse::from(&user)))
 }

@@ -3,5 +3,7 @@
 //! values, never requests, and each change they make commits in one transaction together
 //! with its audit event (the store functions guarantee that).
 
+pub mod admin;
 pub mod auth;
 pub mod meta;
+pub mod notes;

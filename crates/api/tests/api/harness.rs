@@ -174,6 +174,14 @@ impl TestApp {
             .await
             .unwrap();
         db.migrate().await.unwrap();
+        rampart_store::rbac::sync_catalogue(
+            &db,
+            rampart_core::rbac::CATALOGUE,
+            rampart_core::rbac::USER_DEFAULTS,
+            0,
+        )
+        .await
+        .unwrap();
         let redis = config
             .redis_url
             .as_ref()
@@ -181,7 +189,7 @@ impl TestApp {
         let deadline = config.shutdown_timeout;
         let clock = Arc::new(OffsetClock::default());
         let state = AppState::new(config, db, redis, keys, clock.clone()).unwrap();
-        let router = rampart_api::build_router(state.clone(), extra);
+        let router = rampart_api::build_router(state.clone(), extra).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::routing::{get, post};
 use rampart_api::AppState;
 use rampart_api::extract::{ApiJson, ClientIp};
-use rampart_api::routing::guard_method;
+use rampart_api::routing::{Policy, method};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -27,31 +27,47 @@ fn test_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .route(
             "/api/v1/test/echo",
-            guard_method(post(|ApiJson(req): ApiJson<EchoRequest>| async move {
-                Json(serde_json::json!({"displayName": req.display_name, "count": req.count}))
-            })),
+            method(
+                Policy::Public,
+                None,
+                post(|ApiJson(req): ApiJson<EchoRequest>| async move {
+                    Json(serde_json::json!({"displayName": req.display_name, "count": req.count}))
+                }),
+            ),
         )
         .route(
             "/api/v1/test/ip",
-            guard_method(get(|ClientIp(ip): ClientIp| async move { ip.to_string() })),
+            method(
+                Policy::Public,
+                None,
+                get(|ClientIp(ip): ClientIp| async move { ip.to_string() }),
+            ),
         )
         .route(
             "/api/v1/test/sleep/{ms}",
-            guard_method(get(
-                |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    "done"
-                },
-            )),
+            method(
+                Policy::Public,
+                None,
+                get(
+                    |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        "done"
+                    },
+                ),
+            ),
         )
         .route(
             "/api/v1/test/panic",
-            guard_method(get(|| async {
-                if std::hint::black_box(true) {
-                    panic!("boom: secret internals");
-                }
-                "unreachable"
-            })),
+            method(
+                Policy::Public,
+                None,
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("boom: secret internals");
+                    }
+                    "unreachable"
+                }),
+            ),
         )
 }
 

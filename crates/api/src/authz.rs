@@ -1,0 +1,122 @@
+//! Authorisation at the HTTP boundary (contract §6): the policy each route declared is
+//! enforced here, after the post-routing checks and before the handler's extractors, so
+//! 401 comes before 403 and both before any input validation.
+//!
+//! Permissions resolve from the database through [`PermissionCache`]: one query per user
+//! per [`PERMISSION_CACHE_TTL`] at most, none on a warm cache. Any change to roles, grants
+//! or assignments clears the cache on this instance in the same request, so it takes
+//! effect on the next request; the TTL bounds how long another instance can lag.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rampart_core::Error;
+use rampart_core::audit::Outcome;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::problem::ApiError;
+use crate::routing::Policy;
+use crate::services::meta::RequestMeta;
+use crate::state::AppState;
+
+pub const PERMISSION_CACHE_TTL: Duration = Duration::from_secs(1);
+const PERMISSION_CACHE_MAX: usize = 100_000;
+
+/// A user's permissions and when they were read.
+type Entry = (Arc<BTreeSet<String>>, Instant);
+
+/// user id → its permissions.
+#[derive(Default)]
+pub struct PermissionCache {
+    entries: Mutex<HashMap<Uuid, Entry>>,
+}
+
+impl PermissionCache {
+    /// The user's permissions, from the cache or (once per TTL) the database.
+    pub async fn get(
+        &self,
+        state: &AppState,
+        user_id: Uuid,
+    ) -> Result<Arc<BTreeSet<String>>, Error> {
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((perms, at)) = entries.get(&user_id)
+                && at.elapsed() < PERMISSION_CACHE_TTL
+            {
+                return Ok(perms.clone());
+            }
+        }
+        let perms = Arc::new(rampart_store::rbac::user_permissions(&state.db, user_id).await?);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= PERMISSION_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < PERMISSION_CACHE_TTL);
+            if entries.len() >= PERMISSION_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(user_id, (perms.clone(), Instant::now()));
+        Ok(perms)
+    }
+
+    /// Forgets everything: after any change to roles, grants or assignments.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// Runs `policy` for one request; on success the [`AuthUser`] is left in the request's
+/// extensions for the handler.
+pub async fn enforce(policy: Policy, req: Request, next: Next) -> Response {
+    let required = match policy {
+        Policy::Public => return next.run(req).await,
+        Policy::Authenticated => None,
+        Policy::Permission(p) => Some(p),
+    };
+    let Some(state) = req.extensions().get::<AppState>().cloned() else {
+        return ApiError(Error::internal(anyhow::anyhow!("state missing"))).into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    let user = match AuthUser::from_request_parts(&mut parts, &state).await {
+        Ok(user) => user,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Some(permission) = required {
+        let allowed = match state.permissions.get(&state, user.user_id).await {
+            Ok(perms) => perms.contains(permission),
+            Err(e) => return ApiError(e).into_response(),
+        };
+        if !allowed {
+            let route = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_default();
+            if let Ok(meta) = RequestMeta::from_request_parts(&mut parts, &state).await {
+                let event = meta
+                    .event("authz.denied", Outcome::Denied)
+                    .with_actor(user.user_id)
+                    .with_details(serde_json::json!({
+                        "permission": permission,
+                        "method": parts.method.as_str(),
+                        "route": route,
+                    }));
+                if let Err(e) =
+                    rampart_store::audit::record(&state.db, &event, state.clock.now_ms()).await
+                {
+                    return ApiError(e).into_response();
+                }
+            }
+            return ApiError(Error::Forbidden).into_response();
+        }
+    }
+    parts.extensions.insert(user);
+    next.run(Request::from_parts(parts, body)).await
+}

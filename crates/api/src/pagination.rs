@@ -1,0 +1,88 @@
+//! Cursor pagination (contract §5): `limit` 1–100 (default 20) and an opaque `cursor`.
+//! Cursors are base64url of `<kind>:<position>`; a cursor of another list or a tampered
+//! one is `validation_failed` for `query.cursor`, never a 500.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rampart_core::{Error, FieldError};
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+pub fn limit(requested: Option<u32>) -> Result<u32, Error> {
+    match requested {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(Error::Validation(vec![FieldError::new(
+            "query.limit",
+            "must be between 1 and 100",
+        )])),
+    }
+}
+
+pub fn encode(kind: &str, position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
+}
+
+fn bad_cursor() -> Error {
+    Error::Validation(vec![FieldError::new(
+        "query.cursor",
+        "is not a valid cursor",
+    )])
+}
+
+/// The position inside a cursor of `kind`.
+pub fn decode(kind: &str, cursor: &str) -> Result<String, Error> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor.as_bytes())
+        .map_err(|_| bad_cursor())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad_cursor())?;
+    let (k, position) = text.split_once(':').ok_or_else(bad_cursor)?;
+    if k != kind || position.is_empty() {
+        return Err(bad_cursor());
+    }
+    Ok(position.to_owned())
+}
+
+pub fn decode_uuid(kind: &str, cursor: Option<&str>) -> Result<Option<uuid::Uuid>, Error> {
+    cursor
+        .map(|c| decode(kind, c).and_then(|p| uuid::Uuid::parse_str(&p).map_err(|_| bad_cursor())))
+        .transpose()
+}
+
+pub fn decode_i64(kind: &str, cursor: Option<&str>) -> Result<Option<i64>, Error> {
+    cursor
+        .map(|c| decode(kind, c).and_then(|p| p.parse::<i64>().map_err(|_| bad_cursor())))
+        .transpose()
+}
+
+/// The next cursor: present only when the page is full (there may be more).
+pub fn next<T>(
+    items: &[T],
+    limit: u32,
+    kind: &str,
+    position: impl Fn(&T) -> String,
+) -> Option<String> {
+    if items.len() < limit as usize {
+        return None;
+    }
+    items.last().map(|last| encode(kind, &position(last)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let id = uuid::Uuid::now_v7();
+        let c = encode("users", &id.to_string());
+        assert_eq!(decode_uuid("users", Some(&c)).unwrap(), Some(id));
+        assert!(decode_uuid("notes", Some(&c)).is_err());
+        assert!(decode_uuid("users", Some("!!")).is_err());
+        assert!(decode_uuid("users", Some(&encode("users", "x"))).is_err());
+        assert!(limit(Some(0)).is_err());
+        assert!(limit(Some(101)).is_err());
+        assert_eq!(limit(None).unwrap(), 20);
+    }
+}
