@@ -89,6 +89,15 @@ const INSERT_EVENT: &str = "INSERT INTO audit_events \
       request_id, outcome, details, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
+/// Appends one event in a transaction of its own: for events that record a refusal, where
+/// nothing else changes (`authz.denied`).
+pub async fn record(db: &Db, event: &NewAuditEvent, at_ms: i64) -> Result<AuditRecord> {
+    let mut tx = db.begin().await?;
+    let record = append(&mut tx, event, at_ms).await?;
+    tx.commit().await?;
+    Ok(record)
+}
+
 /// Appends `event` at `at_ms` (epoch milliseconds) inside `tx` and returns the stored
 /// record. The event becomes visible, and the chain head moves, only when `tx` commits.
 pub async fn append(tx: &mut Tx, event: &NewAuditEvent, at_ms: i64) -> Result<AuditRecord> {

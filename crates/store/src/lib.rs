@@ -41,6 +41,8 @@ mod cache;
 mod db;
 mod error;
 pub mod lockout;
+pub mod notes;
+pub mod rbac;
 pub mod sessions;
 mod types;
 pub mod users;

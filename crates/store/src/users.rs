@@ -341,3 +341,258 @@ pub async fn change_password(
     tx.commit().await?;
     Ok(revoked)
 }
+
+// --- Administration (contract §5) and the `rampart admin create` bootstrap -----------------
+
+/// `revoked_reason` of the sessions ended because their user was disabled.
+pub const USER_DISABLED: &str = "user_disabled";
+/// `revoked_reason` of the sessions ended because their user was soft-deleted.
+pub const USER_DELETED: &str = "user_deleted";
+
+/// [`get`] inside `tx`, for the other modules of this crate (`rbac`).
+pub(crate) async fn view_in(tx: &mut Tx, id: Uuid) -> Result<Option<User>> {
+    get_in(tx, id).await
+}
+
+// A page of the user view; keyset on the id (UUIDv7, so roughly creation order). UUIDs
+// order alike on both backends: PostgreSQL compares the bytes, SQLite the lower-case
+// hyphenated text, whose order is the bytes' order.
+const SQLITE_LIST_USERS: &str = "SELECT u.id, u.email, u.display_name, u.status, \
+     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM users u WHERE u.deleted_at_ms IS NULL AND ($1 IS NULL OR u.id > $1) \
+     ORDER BY u.id LIMIT $2";
+const POSTGRES_LIST_USERS: &str = "SELECT u.id, u.email, u.display_name, u.status, \
+     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM users u WHERE u.deleted_at_ms IS NULL AND ($1 IS NULL OR u.id > $1) \
+     ORDER BY u.id LIMIT $2";
+
+/// At most `limit` non-deleted users in id order, after the id `after` when given (pass
+/// the last id of a page to get the next one).
+pub async fn list(db: &Db, limit: u32, after: Option<Uuid>) -> Result<Vec<User>> {
+    let sql = match db.backend() {
+        Backend::Sqlite => SQLITE_LIST_USERS,
+        Backend::Postgres => POSTGRES_LIST_USERS,
+    };
+    let rows: Vec<UserRow> = with_pool!(db, pool => {
+        sqlx::query_as(sql)
+            .bind(after.map(DbUuid))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })
+    .db_context("listing users")?;
+    rows.into_iter().map(User::try_from).collect()
+}
+
+const UPDATE_USER_AS_ADMIN: &str = "UPDATE users SET display_name = COALESCE($2, display_name), \
+     status = COALESCE($3, status), updated_at_ms = $4 \
+     WHERE id = $1 AND deleted_at_ms IS NULL";
+
+/// Sets the display name and/or status of `id` and appends `audit`, in one transaction.
+/// Setting `disabled` also revokes every live session of the user (reason
+/// `user_disabled`), whose ids come back oldest first. `NotFound` for a missing or deleted
+/// user; `Forbidden` when disabling would leave no active user holding `roles:assign`
+/// (contract §5); nothing is written in either case.
+pub async fn update_admin(
+    db: &Db,
+    id: Uuid,
+    display_name: Option<&DisplayName>,
+    status: Option<UserStatus>,
+    now_ms: i64,
+    audit: &NewAuditEvent,
+) -> Result<(User, Vec<Uuid>)> {
+    let disabling = status == Some(UserStatus::Disabled);
+    let mut tx = db.begin().await?;
+    let held = if disabling {
+        crate::rbac::lock(&mut tx).await?;
+        crate::rbac::user_holds_in(&mut tx, id, rampart_core::rbac::ROLES_ASSIGN).await?
+    } else {
+        false
+    };
+    let updated = with_tx!(&mut tx, conn => {
+        sqlx::query(UPDATE_USER_AS_ADMIN)
+            .bind(DbUuid(id))
+            .bind(display_name.map(DisplayName::as_str))
+            .bind(status.map(UserStatus::as_str))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("updating a user")?;
+    if updated == 0 {
+        return Err(Error::NotFound);
+    }
+    let revoked = if disabling {
+        sessions::revoke_all_in(&mut tx, id, None, USER_DISABLED, now_ms).await?
+    } else {
+        Vec::new()
+    };
+    if held {
+        crate::rbac::ensure_holder(&mut tx, rampart_core::rbac::ROLES_ASSIGN).await?;
+    }
+    let user = get_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
+    crate::audit::append(&mut tx, audit, now_ms).await?;
+    tx.commit().await?;
+    Ok((user, revoked))
+}
+
+const SOFT_DELETE_USER: &str = "UPDATE users SET deleted_at_ms = $2, updated_at_ms = $2 \
+     WHERE id = $1 AND deleted_at_ms IS NULL";
+
+/// Soft-deletes `id` (the row, its roles and its data stay), revokes every live session
+/// of the user (reason `user_deleted`) and appends `audit`, in one transaction; returns
+/// the revoked session ids, oldest first. `NotFound` when missing or already deleted;
+/// `Forbidden` when it would leave no active user holding `roles:assign`.
+pub async fn soft_delete(
+    db: &Db,
+    id: Uuid,
+    now_ms: i64,
+    audit: &NewAuditEvent,
+) -> Result<Vec<Uuid>> {
+    let mut tx = db.begin().await?;
+    crate::rbac::lock(&mut tx).await?;
+    let held = crate::rbac::user_holds_in(&mut tx, id, rampart_core::rbac::ROLES_ASSIGN).await?;
+    let deleted = with_tx!(&mut tx, conn => {
+        sqlx::query(SOFT_DELETE_USER)
+            .bind(DbUuid(id))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("deleting a user")?;
+    if deleted == 0 {
+        return Err(Error::NotFound);
+    }
+    let revoked = sessions::revoke_all_in(&mut tx, id, None, USER_DELETED, now_ms).await?;
+    if held {
+        crate::rbac::ensure_holder(&mut tx, rampart_core::rbac::ROLES_ASSIGN).await?;
+    }
+    crate::audit::append(&mut tx, audit, now_ms).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
+
+const SQLITE_SELECT_USER_BY_EMAIL: &str = "SELECT u.id, u.email, u.display_name, u.status, \
+     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM users u WHERE u.email_normalized = $1 AND u.deleted_at_ms IS NULL";
+const POSTGRES_SELECT_USER_BY_EMAIL: &str = "SELECT u.id, u.email, u.display_name, u.status, \
+     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+      WHERE ur.user_id = u.id) AS roles \
+     FROM users u WHERE u.email_normalized = $1 AND u.deleted_at_ms IS NULL";
+
+/// The user view of the non-deleted user whose normalised email is `email_normalized`.
+pub async fn find_by_email(db: &Db, email_normalized: &str) -> Result<Option<User>> {
+    let sql = match db.backend() {
+        Backend::Sqlite => SQLITE_SELECT_USER_BY_EMAIL,
+        Backend::Postgres => POSTGRES_SELECT_USER_BY_EMAIL,
+    };
+    let row: Option<UserRow> = with_pool!(db, pool => {
+        sqlx::query_as(sql)
+            .bind(email_normalized)
+            .fetch_optional(pool)
+            .await
+    })
+    .db_context("reading a user by email")?;
+    row.map(User::try_from).transpose()
+}
+
+const SELECT_LIVE_ID_BY_EMAIL: &str =
+    "SELECT id FROM users WHERE email_normalized = $1 AND deleted_at_ms IS NULL";
+const GRANT_ROLE_IF_MISSING: &str =
+    "INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+const TOUCH_USER: &str = "UPDATE users SET updated_at_ms = $2 WHERE id = $1";
+
+/// `rampart admin create`, in one transaction: when a non-deleted user has `user.email`'s
+/// normalised form, adds the `admin` role to it (its other roles, password and status
+/// stay) and appends `audit_promoted`; otherwise registers `user` with the roles `user`
+/// and `admin` and appends `audit_created`. Either event gets that user as actor and
+/// target. Returns the user view and whether it was created. An email held by a
+/// soft-deleted user is `Conflict("email already registered")`, as in [`create`].
+pub async fn create_or_promote_admin(
+    db: &Db,
+    user: &NewUser<'_>,
+    audit_created: &NewAuditEvent,
+    audit_promoted: &NewAuditEvent,
+) -> Result<(User, bool)> {
+    let mut tx = db.begin().await?;
+    let existing: Option<DbUuid> = with_tx!(&mut tx, conn => {
+        sqlx::query_scalar(SELECT_LIVE_ID_BY_EMAIL)
+            .bind(user.email.normalized())
+            .fetch_optional(&mut *conn)
+            .await
+    })
+    .db_context("reading a user by email")?;
+    let (id, created, audit) = match existing {
+        Some(DbUuid(id)) => {
+            let granted = with_tx!(&mut tx, conn => {
+                sqlx::query(GRANT_ROLE_IF_MISSING)
+                    .bind(DbUuid(id))
+                    .bind(DbUuid(ADMIN_ROLE_ID))
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+            .db_context("granting the admin role")?;
+            if granted > 0 {
+                with_tx!(&mut tx, conn => {
+                    sqlx::query(TOUCH_USER)
+                        .bind(DbUuid(id))
+                        .bind(user.now_ms)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|done| done.rows_affected())
+                })
+                .db_context("updating a user")?;
+            }
+            (id, false, audit_promoted)
+        }
+        None => {
+            with_tx!(&mut tx, conn => {
+                sqlx::query(INSERT_USER)
+                    .bind(DbUuid(user.id))
+                    .bind(user.email.as_str())
+                    .bind(user.email.normalized())
+                    .bind(user.password_hash)
+                    .bind(user.display_name.as_str())
+                    .bind(user.now_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+            .db_context("inserting a user")
+            .map_err(|err| match err {
+                Error::Conflict(_) => Error::Conflict("email already registered".to_owned()),
+                other => other,
+            })?;
+            for role_id in [USER_ROLE_ID, ADMIN_ROLE_ID] {
+                with_tx!(&mut tx, conn => {
+                    sqlx::query(GRANT_ROLE)
+                        .bind(DbUuid(user.id))
+                        .bind(DbUuid(role_id))
+                        .execute(&mut *conn)
+                        .await
+                        .map(|done| done.rows_affected())
+                })
+                .db_context("granting a role")?;
+            }
+            (user.id, true, audit_created)
+        }
+    };
+    let view = get_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
+    let event = audit
+        .clone()
+        .with_actor(id)
+        .with_target("user", id.to_string());
+    crate::audit::append(&mut tx, &event, user.now_ms).await?;
+    tx.commit().await?;
+    Ok((view, created))
+}

@@ -9,5 +9,8 @@ mod harness;
 mod audit;
 mod lockout;
 mod migrations;
+mod notes;
+mod rbac;
 mod sessions;
 mod users;
+mod users_admin;

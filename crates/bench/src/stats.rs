@@ -1,0 +1,259 @@
+//! Latency summaries (nearest-rank percentiles over every recorded sample: no histogram,
+//! no sampling) and CPU accounting from `/proc`, so each phase can say who used the cores.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+/// Every latency of a phase and the count of each outcome.
+#[derive(Default)]
+pub struct Outcomes {
+    /// Latencies of the successful (2xx) answers.
+    pub latencies: Vec<Duration>,
+    /// Answers by status code, successes included.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Connection-level failures (reset, refused, hyper errors).
+    pub transport_errors: u64,
+}
+
+impl Outcomes {
+    pub fn merge(&mut self, other: Outcomes) {
+        self.latencies.extend(other.latencies);
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        self.transport_errors += other.transport_errors;
+    }
+
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Answers that were not 200, plus transport errors.
+    pub fn non_200(&self) -> u64 {
+        let others: u64 = self
+            .statuses
+            .iter()
+            .filter(|(status, _)| **status != 200)
+            .map(|(_, n)| n)
+            .sum();
+        others + self.transport_errors
+    }
+
+    pub fn describe_errors(&self) -> String {
+        let mut parts: Vec<String> = self
+            .statuses
+            .iter()
+            .filter(|(status, _)| **status != 200)
+            .map(|(status, n)| format!("{n}×{status}"))
+            .collect();
+        if self.transport_errors > 0 {
+            parts.push(format!("{}×transport", self.transport_errors));
+        }
+        if parts.is_empty() {
+            "0".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// p50/p99/max of a set of latencies.
+#[derive(Clone, Copy, Default)]
+pub struct Summary {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+pub fn summarize(latencies: &mut [Duration]) -> Summary {
+    if latencies.is_empty() {
+        return Summary::default();
+    }
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        // Nearest rank: the smallest sample with at least p of the samples at or below it.
+        let rank = (p * latencies.len() as f64).ceil() as usize;
+        latencies[rank.clamp(1, latencies.len()) - 1]
+    };
+    Summary {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: latencies[latencies.len() - 1],
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Clock ticks per second of `/proc` CPU times (USER_HZ; 100 on every common Linux).
+pub fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|hz| *hz > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// user + system ticks of one process (all its threads), from `/proc/<pid>/stat`.
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Ticks of every process whose command name is `comm` (e.g. all PostgreSQL backends).
+fn ticks_by_name(comm: &str) -> u64 {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim() == comm)
+        })
+        .filter_map(|pid| process_ticks(&pid))
+        .sum()
+}
+
+/// (busy, total) ticks of the whole machine, from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    let total: u64 = values.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+/// CPU counters at one instant.
+#[derive(Clone, Copy)]
+pub struct CpuSnapshot {
+    server: u64,
+    postgres: u64,
+    bench: u64,
+    machine: (u64, u64),
+    at: std::time::Instant,
+}
+
+/// Where the CPU went between two snapshots, in cores (1.0 = one core fully busy).
+pub struct CpuUse {
+    pub server: f64,
+    pub postgres: f64,
+    pub bench: f64,
+    pub machine_busy: f64,
+    pub cores: f64,
+}
+
+impl CpuSnapshot {
+    pub fn take(server_pid: u32) -> Self {
+        Self {
+            server: process_ticks(&server_pid.to_string()).unwrap_or(0),
+            postgres: ticks_by_name("postgres"),
+            bench: process_ticks("self").unwrap_or(0),
+            machine: machine_ticks().unwrap_or((0, 0)),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub fn since(&self, earlier: &CpuSnapshot, hz: f64) -> CpuUse {
+        let secs = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
+        let cores = |now: u64, then: u64| now.saturating_sub(then) as f64 / hz / secs;
+        let busy = self.machine.0.saturating_sub(earlier.machine.0) as f64;
+        let total = self.machine.1.saturating_sub(earlier.machine.1) as f64;
+        let ncores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        CpuUse {
+            server: cores(self.server, earlier.server),
+            postgres: cores(self.postgres, earlier.postgres),
+            bench: cores(self.bench, earlier.bench),
+            machine_busy: if total > 0.0 {
+                busy / total * ncores
+            } else {
+                0.0
+            },
+            cores: ncores,
+        }
+    }
+}
+
+impl CpuUse {
+    pub fn describe(&self) -> String {
+        format!(
+            "server {:.2}, postgres {:.2}, load generator {:.2}, machine busy {:.2} of {:.0} cores",
+            self.server, self.postgres, self.bench, self.machine_busy, self.cores
+        )
+    }
+}
+
+/// The machine facts every figure depends on.
+pub fn machine_facts() -> Vec<(String, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let memory = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0),
+        );
+    vec![
+        (
+            "cores (available_parallelism)".to_owned(),
+            cores.to_string(),
+        ),
+        ("cpu".to_owned(), cpu),
+        ("memory".to_owned(), memory),
+    ]
+}
+
+pub fn print_facts(facts: &[(String, String)]) {
+    let width = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in facts {
+        println!("  {key:<width$}  {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = summarize(&mut samples);
+        assert_eq!(s.p50, Duration::from_millis(50));
+        assert_eq!(s.p99, Duration::from_millis(99));
+        assert_eq!(s.max, Duration::from_millis(100));
+        let mut one = vec![Duration::from_millis(7)];
+        assert_eq!(summarize(&mut one).p99, Duration::from_millis(7));
+    }
+}
