@@ -4,5 +4,6 @@
 
 mod harness;
 
+mod authz;
 mod identity;
 mod pipeline;

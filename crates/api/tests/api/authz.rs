@@ -1,0 +1,1549 @@
+//! Authorisation (contract §5–8) over real HTTP, on both stores: deny-by-default routes,
+//! user and role administration with the anti-escalation rules, owned notes, the audit API.
+
+use std::collections::BTreeMap;
+
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp, problem};
+use crate::identity::{PASSWORD, Session};
+
+/// Every route of the API and the policy it must declare. A route added without an entry
+/// here, or with another policy, fails `routes_and_policies_match_the_openapi_document`.
+const POLICIES: &[(&str, &str, &str)] = &[
+    ("GET", "/.well-known/jwks.json", "public"),
+    ("GET", "/health/live", "public"),
+    ("GET", "/health/ready", "public"),
+    ("POST", "/api/v1/auth/register", "public"),
+    ("POST", "/api/v1/auth/login", "public"),
+    ("POST", "/api/v1/auth/refresh", "public"),
+    ("POST", "/api/v1/auth/logout", "public"),
+    ("POST", "/api/v1/auth/logout-all", "authenticated"),
+    ("GET", "/api/v1/auth/sessions", "authenticated"),
+    ("DELETE", "/api/v1/auth/sessions/{id}", "authenticated"),
+    ("POST", "/api/v1/auth/password", "authenticated"),
+    ("GET", "/api/v1/users/me", "authenticated"),
+    ("PATCH", "/api/v1/users/me", "authenticated"),
+    ("GET", "/api/v1/users", "permission:users:read"),
+    ("GET", "/api/v1/users/{id}", "permission:users:read"),
+    ("PATCH", "/api/v1/users/{id}", "permission:users:update"),
+    ("DELETE", "/api/v1/users/{id}", "permission:users:delete"),
+    (
+        "DELETE",
+        "/api/v1/users/{id}/sessions",
+        "permission:users:update",
+    ),
+    ("PUT", "/api/v1/users/{id}/roles", "permission:roles:assign"),
+    ("GET", "/api/v1/rbac/permissions", "permission:roles:read"),
+    ("GET", "/api/v1/rbac/roles", "permission:roles:read"),
+    ("POST", "/api/v1/rbac/roles", "permission:roles:write"),
+    ("PATCH", "/api/v1/rbac/roles/{id}", "permission:roles:write"),
+    (
+        "DELETE",
+        "/api/v1/rbac/roles/{id}",
+        "permission:roles:write",
+    ),
+    ("POST", "/api/v1/notes", "permission:notes:write"),
+    ("GET", "/api/v1/notes", "permission:notes:read"),
+    ("GET", "/api/v1/notes/{id}", "permission:notes:read"),
+    ("PATCH", "/api/v1/notes/{id}", "permission:notes:write"),
+    ("DELETE", "/api/v1/notes/{id}", "permission:notes:write"),
+    ("GET", "/api/v1/audit/events", "permission:audit:read"),
+];
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Gives an existing user these roles directly in the store (test set-up only).
+    pub async fn grant_roles(&self, user_id: &str, roles: &[&str]) {
+        let id = uuid::Uuid::parse_str(user_id).unwrap();
+        let names: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let event = rampart_core::audit::NewAuditEvent::new(
+            "user.roles_changed",
+            rampart_core::audit::Outcome::Success,
+        );
+        rampart_store::rbac::set_user_roles(
+            &self.state.db,
+            id,
+            &names,
+            self.state.clock.now_ms(),
+            &event,
+        )
+        .await
+        .unwrap();
+        self.state.permissions.clear();
+    }
+
+    /// A fresh user holding the `admin` role.
+    pub async fn admin_session(&self, tag: &str) -> Session {
+        let s = self.new_session(tag).await;
+        self.grant_roles(&s.user_id, &["admin", "user"]).await;
+        s
+    }
+
+    /// Creates a custom role through the store and returns its id.
+    pub async fn make_role(&self, name: &str, permissions: &[&str]) -> String {
+        let perms: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
+        let event = rampart_core::audit::NewAuditEvent::new(
+            "role.created",
+            rampart_core::audit::Outcome::Success,
+        );
+        let role = rampart_store::rbac::create_role(
+            &self.state.db,
+            &rampart_core::rbac::RoleName::parse(name, "name").unwrap(),
+            "test role",
+            &perms,
+            self.state.clock.now_ms(),
+            &event,
+        )
+        .await
+        .unwrap();
+        self.state.permissions.clear();
+        role.id.to_string()
+    }
+}
+
+fn body_for(method: &str, path: &str) -> Option<Value> {
+    match (method, path) {
+        ("PATCH", "/api/v1/users/{id}") => Some(json!({"displayName": "X"})),
+        ("PUT", "/api/v1/users/{id}/roles") => Some(json!({"roles": ["user"]})),
+        ("POST", "/api/v1/rbac/roles") => {
+            Some(json!({"name": "r1", "description": "d", "permissions": []}))
+        }
+        ("PATCH", "/api/v1/rbac/roles/{id}") => Some(json!({"description": "d"})),
+        ("POST", "/api/v1/notes") => Some(json!({"title": "t", "body": "b"})),
+        ("PATCH", "/api/v1/notes/{id}") => Some(json!({"title": "t"})),
+        ("PATCH", "/api/v1/users/me") => Some(json!({"displayName": "X"})),
+        _ => None,
+    }
+}
+
+backend_tests!(
+    routes_and_policies_match_the_openapi_document,
+    every_protected_route_refuses_without_token_or_permission,
+    user_administration,
+    disabling_or_deleting_a_user_ends_their_sessions_at_once,
+    anti_escalation_rules,
+    last_holder_of_roles_assign_is_protected,
+    role_administration,
+    grants_and_revocations_take_effect_on_the_next_request,
+    mass_assignment_is_rejected,
+    notes_are_owner_scoped,
+    read_any_and_manage_any_overrides,
+    note_html_is_sanitised,
+    audit_api_filters_and_paginates,
+    contract_events_are_recorded_with_actor_and_request_id,
+);
+
+async fn routes_and_policies_match_the_openapi_document(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut documented = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let policy = op["x-rampart-policy"].as_str().unwrap_or("<none>");
+            documented.insert((method.to_uppercase(), path.clone()), policy.to_owned());
+        }
+    }
+    let expected: BTreeMap<(String, String), String> = POLICIES
+        .iter()
+        .map(|(m, p, pol)| (((*m).to_owned(), (*p).to_owned()), (*pol).to_owned()))
+        .collect();
+    assert_eq!(documented, expected);
+    app.finish().await;
+}
+
+async fn every_protected_route_refuses_without_token_or_permission(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // A plain member: role `user` (notes:read, notes:write) only.
+    let member = app.new_session("member").await;
+    let some_id = uuid::Uuid::now_v7().to_string();
+    let mut denied = 0;
+    for (method, path, policy) in POLICIES {
+        if *policy == "public" {
+            continue;
+        }
+        let url = path.replace("{id}", &some_id);
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = app.client.request(m.clone(), app.url(&url));
+        if let Some(body) = body_for(method, path) {
+            req = req.json(&body);
+        }
+        problem(req.send().await.unwrap(), 401, "unauthenticated").await;
+        let permission = policy.strip_prefix("permission:");
+        if let Some(p) = permission
+            && !rampart_core::rbac::USER_DEFAULTS.contains(&p)
+        {
+            let r = app
+                .call(m, &url, &member.access, body_for(method, path))
+                .await;
+            assert_eq!(r.status(), 403, "{method} {path} must need {p}");
+            problem(r, 403, "forbidden").await;
+            denied += 1;
+        }
+    }
+    let events = app.audit_events().await;
+    let denials: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "authz.denied")
+        .collect();
+    assert_eq!(denials.len(), denied);
+    assert!(
+        denials
+            .iter()
+            .all(|e| e.actor_id.map(|a| a.to_string()) == Some(member.user_id.clone()))
+    );
+    assert!(
+        denials
+            .iter()
+            .all(|e| e.outcome == rampart_core::audit::Outcome::Denied)
+    );
+    app.finish().await;
+}
+
+async fn user_administration(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let mut ids = vec![admin.user_id.clone()];
+    for i in 0..4 {
+        ids.push(app.new_session(&format!("u{i}")).await.user_id);
+    }
+    // Pagination: 5 users, pages of 2.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/users?limit=2&cursor={c}"),
+            None => "/api/v1/users?limit=2".to_owned(),
+        };
+        let r = app.get_auth(&path, &admin.access).await;
+        assert_eq!(r.status(), 200);
+        let page: Value = r.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+            assert!(item.get("passwordHash").is_none());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=abc",
+        "?cursor=garbage",
+        "?sort=email",
+        "?limit=1&limit=2",
+    ] {
+        let r = app
+            .get_auth(&format!("/api/v1/users{bad}"), &admin.access)
+            .await;
+        let doc = problem(r, 400, "validation_failed").await;
+        assert!(
+            doc["errors"][0]["field"]
+                .as_str()
+                .unwrap()
+                .starts_with("query"),
+            "{bad}: {doc}"
+        );
+    }
+    // Get, patch, 404s.
+    let target = &ids[1];
+    let r = app
+        .get_auth(&format!("/api/v1/users/{target}"), &admin.access)
+        .await;
+    assert_eq!(r.status(), 200);
+    problem(
+        app.get_auth(
+            &format!("/api/v1/users/{}", uuid::Uuid::now_v7()),
+            &admin.access,
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let doc = problem(
+        app.get_auth("/api/v1/users/not-a-uuid", &admin.access)
+            .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(doc["errors"][0]["field"], "path.id");
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{target}"),
+            &admin.access,
+            Some(json!({"displayName": "Renamed"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["displayName"], "Renamed");
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{target}"),
+            &admin.access,
+            Some(json!({"status": "frozen"})),
+        )
+        .await;
+    problem(r, 400, "validation_failed").await;
+    app.finish().await;
+}
+
+async fn disabling_or_deleting_a_user_ends_their_sessions_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let victim = app.new_session("disabled").await;
+    assert_eq!(
+        app.get_auth("/api/v1/auth/sessions", &victim.access)
+            .await
+            .status(),
+        200
+    );
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{}", victim.user_id),
+            &admin.access,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "disabled");
+    problem(
+        app.get_auth("/api/v1/auth/sessions", &victim.access).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    problem(app.refresh(&victim.refresh).await, 401, "unauthenticated").await;
+    problem(
+        app.login(&victim.email, PASSWORD).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    // Re-enabled: can log in again.
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/users/{}", victim.user_id),
+        &admin.access,
+        Some(json!({"status": "active"})),
+    )
+    .await;
+    assert_eq!(app.login(&victim.email, PASSWORD).await.status(), 200);
+
+    let gone = app.new_session("deleted").await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}", gone.user_id),
+            &admin.access,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    problem(
+        app.get_auth("/api/v1/users/me", &gone.access).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    problem(
+        app.get_auth(&format!("/api/v1/users/{}", gone.user_id), &admin.access)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.login(&gone.email, PASSWORD).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}", gone.user_id),
+            &admin.access,
+            None,
+        )
+        .await;
+    problem(r, 404, "not_found").await;
+
+    let other = app.new_session("ended").await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}/sessions", other.user_id),
+            &admin.access,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    problem(
+        app.get_auth("/api/v1/auth/sessions", &other.access).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    app.finish().await;
+}
+
+async fn put_roles(app: &TestApp, who: &Session, user: &str, roles: Value) -> Response {
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/users/{user}/roles"),
+        &who.access,
+        Some(json!({"roles": roles})),
+    )
+    .await
+}
+
+async fn anti_escalation_rules(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let _admin = app.admin_session("root").await;
+    // A helpdesk role: may read users and assign roles, nothing else.
+    let helpdesk_role = app
+        .make_role("helpdesk", &["users:read", "roles:assign", "roles:read"])
+        .await;
+    let _ = helpdesk_role;
+    let desk = app.new_session("desk").await;
+    app.grant_roles(&desk.user_id, &["user", "helpdesk"]).await;
+    let target = app.new_session("target").await;
+    // Cannot grant admin (holds permissions the helpdesk lacks).
+    problem(
+        put_roles(&app, &desk, &target.user_id, json!(["user", "admin"])).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // Cannot change its own roles, even to something harmless.
+    problem(
+        put_roles(&app, &desk, &desk.user_id, json!(["user"])).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // A role within its own permissions is fine.
+    let r = put_roles(&app, &desk, &target.user_id, json!(["user", "helpdesk"])).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["roles"],
+        json!(["helpdesk", "user"])
+    );
+    // Unknown role → 400; missing user → 404.
+    problem(
+        put_roles(&app, &desk, &target.user_id, json!(["nope"])).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        put_roles(
+            &app,
+            &desk,
+            &uuid::Uuid::now_v7().to_string(),
+            json!(["user"]),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    // Creating a role needs roles:write and only grants what one holds.
+    let writer_role = app
+        .make_role("writer", &["roles:write", "roles:read", "notes:read"])
+        .await;
+    let _ = writer_role;
+    let writer = app.new_session("writer").await;
+    app.grant_roles(&writer.user_id, &["writer"]).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/rbac/roles",
+            &writer.access,
+            Some(json!({"name": "sneaky", "description": "d", "permissions": ["users:delete"]})),
+        )
+        .await;
+    problem(r, 403, "forbidden").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/rbac/roles",
+            &writer.access,
+            Some(json!({"name": "reader", "description": "d", "permissions": ["notes:read"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/rbac/roles/{id}"),
+            &writer.access,
+            Some(json!({"permissions": ["notes:read", "audit:read"]})),
+        )
+        .await;
+    problem(r, 403, "forbidden").await;
+    app.finish().await;
+}
+
+async fn last_holder_of_roles_assign_is_protected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let only = app.admin_session("only").await;
+    let disable = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{}", only.user_id),
+            &only.access,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    problem(disable, 403, "forbidden").await;
+    let delete = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}", only.user_id),
+            &only.access,
+            None,
+        )
+        .await;
+    problem(delete, 403, "forbidden").await;
+    assert_eq!(
+        app.get_auth("/api/v1/users/me", &only.access)
+            .await
+            .status(),
+        200
+    );
+    // With a second admin, the first may go.
+    let second = app.admin_session("second").await;
+    let delete = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}", only.user_id),
+            &second.access,
+            None,
+        )
+        .await;
+    assert_eq!(delete.status(), 204);
+    // Now `second` is the last one: removing admin from it via a third party is refused too.
+    let third = app.new_session("third").await;
+    let assign = app
+        .make_role("assigner", &["roles:assign", "notes:read"])
+        .await;
+    let _ = assign;
+    app.grant_roles(&third.user_id, &["assigner"]).await;
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/users/{}/roles", second.user_id),
+            &third.access,
+            Some(json!({"roles": ["user"]})),
+        )
+        .await;
+    // `third` holds roles:assign through `assigner`, so `second` losing admin is allowed…
+    assert_eq!(r.status(), 200);
+    // …but `third` disabling its own last holder role via a role edit is not.
+    let roles: Value = app
+        .get_auth("/api/v1/rbac/roles", &second.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let _ = roles;
+    app.finish().await;
+}
+
+async fn role_administration(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let perms: Value = app
+        .get_auth("/api/v1/rbac/permissions", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = perms["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in rampart_core::rbac::all_permissions() {
+        assert!(names.contains(&p.name), "{} missing", p.name);
+    }
+    assert!(
+        perms["items"][0].get("feature").is_some()
+            && perms["items"][0].get("description").is_some()
+    );
+    let roles: Value = app
+        .get_auth("/api/v1/rbac/roles", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = roles["items"].as_array().unwrap();
+    let admin_role = items.iter().find(|r| r["name"] == "admin").unwrap();
+    let user_role = items.iter().find(|r| r["name"] == "user").unwrap();
+    assert_eq!(admin_role["builtIn"], true);
+    assert_eq!(
+        admin_role["permissions"].as_array().unwrap().len(),
+        names.len()
+    );
+    assert_eq!(
+        user_role["permissions"],
+        json!(["notes:read", "notes:write"])
+    );
+    for key in [
+        "id",
+        "name",
+        "description",
+        "permissions",
+        "builtIn",
+        "createdAt",
+        "updatedAt",
+    ] {
+        assert!(admin_role.get(key).is_some(), "{key}");
+    }
+    // Built-ins cannot be changed or deleted.
+    let admin_id = admin_role["id"].as_str().unwrap();
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/rbac/roles/{admin_id}"),
+            &admin.access,
+            Some(json!({"description": "x"})),
+        )
+        .await;
+    problem(r, 409, "conflict").await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rbac/roles/{admin_id}"),
+            &admin.access,
+            None,
+        )
+        .await;
+    problem(r, 409, "conflict").await;
+    // Create, conflict, invalid name, unknown permission, update, delete.
+    let create = |body: Value| {
+        app.call(
+            Method::POST,
+            "/api/v1/rbac/roles",
+            &admin.access,
+            Some(body),
+        )
+    };
+    let r = create(
+        json!({"name": "auditor", "description": "reads the trail", "permissions": ["audit:read"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let role: Value = r.json().await.unwrap();
+    assert_eq!(role["builtIn"], false);
+    problem(
+        create(json!({"name": "auditor", "description": "", "permissions": []})).await,
+        409,
+        "conflict",
+    )
+    .await;
+    problem(
+        create(json!({"name": "Bad Name", "description": "", "permissions": []})).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        create(json!({"name": "ghostly", "description": "", "permissions": ["ghost:read"]})).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        create(json!({"name": "ghostly", "description": "", "permissions": ["not a permission"]}))
+            .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    let id = role["id"].as_str().unwrap();
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/rbac/roles/{id}"),
+            &admin.access,
+            Some(json!({"permissions": ["audit:read", "users:read"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["permissions"],
+        json!(["audit:read", "users:read"])
+    );
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rbac/roles/{id}"),
+            &admin.access,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rbac/roles/{id}"),
+            &admin.access,
+            None,
+        )
+        .await;
+    problem(r, 404, "not_found").await;
+    app.finish().await;
+}
+
+async fn grants_and_revocations_take_effect_on_the_next_request(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let member = app.new_session("member").await;
+    problem(
+        app.get_auth("/api/v1/users", &member.access).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/rbac/roles",
+            &admin.access,
+            Some(json!({"name": "viewer", "description": "", "permissions": ["users:read"]})),
+        )
+        .await;
+    let role_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/users/{}/roles", member.user_id),
+        &admin.access,
+        Some(json!({"roles": ["user", "viewer"]})),
+    )
+    .await;
+    assert_eq!(
+        app.get_auth("/api/v1/users", &member.access).await.status(),
+        200
+    );
+    // Revoke the grant from the role: refused on the very next request.
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/rbac/roles/{role_id}"),
+        &admin.access,
+        Some(json!({"permissions": []})),
+    )
+    .await;
+    problem(
+        app.get_auth("/api/v1/users", &member.access).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // Grant back, then delete the role.
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/rbac/roles/{role_id}"),
+        &admin.access,
+        Some(json!({"permissions": ["users:read"]})),
+    )
+    .await;
+    assert_eq!(
+        app.get_auth("/api/v1/users", &member.access).await.status(),
+        200
+    );
+    app.call(
+        Method::DELETE,
+        &format!("/api/v1/rbac/roles/{role_id}"),
+        &admin.access,
+        None,
+    )
+    .await;
+    problem(
+        app.get_auth("/api/v1/users", &member.access).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // Unassigning works the same way.
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/users/{}/roles", member.user_id),
+        &admin.access,
+        Some(json!({"roles": ["admin"]})),
+    )
+    .await;
+    assert_eq!(
+        app.get_auth("/api/v1/audit/events", &member.access)
+            .await
+            .status(),
+        200
+    );
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/users/{}/roles", member.user_id),
+        &admin.access,
+        Some(json!({"roles": ["user"]})),
+    )
+    .await;
+    problem(
+        app.get_auth("/api/v1/audit/events", &member.access).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    app.finish().await;
+}
+
+async fn mass_assignment_is_rejected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let member = app.new_session("member").await;
+    let cases: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::PATCH,
+            "/api/v1/users/me".into(),
+            json!({"displayName": "x", "roles": ["admin"]}),
+            "roles",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/users/me".into(),
+            json!({"displayName": "x", "status": "active"}),
+            "status",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/users/me".into(),
+            json!({"displayName": "x", "id": member.user_id}),
+            "id",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{}", member.user_id),
+            json!({"displayName": "x", "roles": ["admin"]}),
+            "roles",
+        ),
+        (
+            Method::POST,
+            "/api/v1/notes".into(),
+            json!({"title": "t", "body": "b", "ownerId": admin.user_id}),
+            "ownerId",
+        ),
+        (
+            Method::POST,
+            "/api/v1/notes".into(),
+            json!({"title": "t", "body": "b", "id": uuid::Uuid::now_v7()}),
+            "id",
+        ),
+        (
+            Method::POST,
+            "/api/v1/rbac/roles".into(),
+            json!({"name": "x1", "description": "", "permissions": [], "builtIn": true}),
+            "builtIn",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let token = if path.contains(&member.user_id) {
+            &admin.access
+        } else {
+            &member.access
+        };
+        let token = if path.starts_with("/api/v1/rbac") {
+            &admin.access
+        } else {
+            token
+        };
+        let doc = problem(
+            app.call(method, &path, token, Some(body)).await,
+            400,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(doc["errors"][0]["field"], field, "{path}: {doc}");
+    }
+    let me: Value = app
+        .get_auth("/api/v1/users/me", &member.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["user"]));
+    assert_eq!(me["displayName"], "Test User");
+    app.finish().await;
+}
+
+async fn create_note(app: &TestApp, s: &Session, title: &str) -> Value {
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/notes",
+            &s.access,
+            Some(json!({"title": title, "body": "<p>hello</p>"})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn notes_are_owner_scoped(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.new_session("alice").await;
+    let bob = app.new_session("bob").await;
+    let note = create_note(&app, &alice, "alice's").await;
+    let id = note["id"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+    assert_eq!(note["ownerId"], alice.user_id.as_str());
+    assert_eq!(note["title"], "alice's");
+    assert_eq!(
+        app.get_auth(&format!("/api/v1/notes/{id}"), &alice.access)
+            .await
+            .status(),
+        200
+    );
+    // Bob: 404 for read, update and delete; nothing changes.
+    problem(
+        app.get_auth(&format!("/api/v1/notes/{id}"), &bob.access)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.call(
+            Method::PATCH,
+            &format!("/api/v1/notes/{id}"),
+            &bob.access,
+            Some(json!({"title": "pwned"})),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.call(
+            Method::DELETE,
+            &format!("/api/v1/notes/{id}"),
+            &bob.access,
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let still: Value = app
+        .get_auth(&format!("/api/v1/notes/{id}"), &alice.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["title"], "alice's");
+    // Lists show only one's own notes, paginated.
+    for i in 0..3 {
+        create_note(&app, &bob, &format!("bob {i}")).await;
+    }
+    let page: Value = app
+        .get_auth("/api/v1/notes?limit=2", &bob.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["nextCursor"].as_str().unwrap();
+    let page2: Value = app
+        .get_auth(
+            &format!("/api/v1/notes?limit=2&cursor={cursor}"),
+            &bob.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    assert!(page2["nextCursor"].is_null());
+    let alice_list: Value = app
+        .get_auth("/api/v1/notes", &alice.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alice_list["items"].as_array().unwrap().len(), 1);
+    // A users-list cursor is no notes cursor.
+    problem(
+        app.get_auth("/api/v1/notes?cursor=dXNlcnM6eA", &bob.access)
+            .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    // Validation.
+    let long_title = "t".repeat(201);
+    problem(
+        app.call(
+            Method::POST,
+            "/api/v1/notes",
+            &alice.access,
+            Some(json!({"title": long_title, "body": ""})),
+        )
+        .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    let long_body = "b".repeat(20_001);
+    problem(
+        app.call(
+            Method::POST,
+            "/api/v1/notes",
+            &alice.access,
+            Some(json!({"title": "t", "body": long_body})),
+        )
+        .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    // The owner updates and deletes.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/notes/{id}"),
+            &alice.access,
+            Some(json!({"title": "renamed"})),
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["title"], "renamed");
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/api/v1/notes/{id}"),
+            &alice.access,
+            None
+        )
+        .await
+        .status(),
+        204
+    );
+    problem(
+        app.get_auth(&format!("/api/v1/notes/{id}"), &alice.access)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    app.finish().await;
+}
+
+async fn read_any_and_manage_any_overrides(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let _admin = app.admin_session("admin").await;
+    app.make_role(
+        "note_reader",
+        &["notes:read", "notes:write", "notes:read_any"],
+    )
+    .await;
+    app.make_role(
+        "note_manager",
+        &["notes:read", "notes:write", "notes:manage_any"],
+    )
+    .await;
+    let owner = app.new_session("owner").await;
+    let reader = app.new_session("reader").await;
+    app.grant_roles(&reader.user_id, &["note_reader"]).await;
+    let manager = app.new_session("manager").await;
+    app.grant_roles(&manager.user_id, &["note_manager"]).await;
+    let note = create_note(&app, &owner, "owned").await;
+    let id = note["id"].as_str().unwrap();
+    assert_eq!(
+        app.get_auth(&format!("/api/v1/notes/{id}"), &reader.access)
+            .await
+            .status(),
+        200
+    );
+    problem(
+        app.call(
+            Method::PATCH,
+            &format!("/api/v1/notes/{id}"),
+            &reader.access,
+            Some(json!({"title": "x"})),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    problem(
+        app.call(
+            Method::DELETE,
+            &format!("/api/v1/notes/{id}"),
+            &reader.access,
+            None,
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // A note that does not exist is still 404 for the reader.
+    let missing = uuid::Uuid::now_v7();
+    problem(
+        app.call(
+            Method::PATCH,
+            &format!("/api/v1/notes/{missing}"),
+            &reader.access,
+            Some(json!({"title": "x"})),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    // Lists stay own-only even with read_any.
+    let list: Value = app
+        .get_auth("/api/v1/notes", &reader.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(list["items"].as_array().unwrap().is_empty());
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/notes/{id}"),
+            &manager.access,
+            Some(json!({"title": "managed"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r: Value = app
+        .get_auth(&format!("/api/v1/notes/{id}"), &owner.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["title"], "managed");
+    assert_eq!(r["ownerId"], owner.user_id.as_str());
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/api/v1/notes/{id}"),
+            &manager.access,
+            None
+        )
+        .await
+        .status(),
+        204
+    );
+    app.finish().await;
+}
+
+async fn note_html_is_sanitised(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = app.new_session("xss").await;
+    let payloads = [
+        ("<script>alert(1)</script><p>ok</p>", "<p>ok</p>"),
+        ("<img src=x onerror=alert(1)>", ""),
+        (
+            r#"<a href="javascript:alert(1)">x</a>"#,
+            r#"<a rel="noopener noreferrer">x</a>"#,
+        ),
+        (
+            r#"<a href="https://example.org">x</a>"#,
+            r#"<a href="https://example.org" rel="noopener noreferrer">x</a>"#,
+        ),
+        (r#"<p onclick="x()" style="a">t</p>"#, "<p>t</p>"),
+        ("<iframe src=//evil></iframe>", ""),
+        ("<svg><script>alert(1)</script></svg>", ""),
+    ];
+    for (input, stored) in payloads {
+        let r = app
+            .call(
+                Method::POST,
+                "/api/v1/notes",
+                &s.access,
+                Some(json!({"title": "<b>title stays text</b>", "body": input})),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let note: Value = r.json().await.unwrap();
+        assert_eq!(note["body"], stored, "{input}");
+        assert_eq!(note["title"], "<b>title stays text</b>");
+        let id = note["id"].as_str().unwrap();
+        let again: Value = app
+            .get_auth(&format!("/api/v1/notes/{id}"), &s.access)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(again["body"], stored);
+    }
+    app.finish().await;
+}
+
+async fn audit_api_filters_and_paginates(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let member = app.new_session("member").await;
+    problem(
+        app.get_auth("/api/v1/audit/events", &member.access).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let r = app
+        .get_auth("/api/v1/audit/events?limit=100", &admin.access)
+        .await;
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert!(items.len() >= 4);
+    for key in [
+        "id",
+        "at",
+        "action",
+        "actorId",
+        "targetType",
+        "targetId",
+        "ipAddress",
+        "requestId",
+        "outcome",
+        "details",
+    ] {
+        assert!(items[0].get(key).is_some(), "{key}");
+    }
+    // Newest first.
+    let ats: Vec<&str> = items.iter().map(|i| i["at"].as_str().unwrap()).collect();
+    let mut sorted = ats.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ats, sorted);
+    // Filters.
+    let by_action: Value = app
+        .get_auth("/api/v1/audit/events?action=auth.register", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_action["items"].as_array().unwrap().len(), 2);
+    assert!(
+        by_action["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["action"] == "auth.register")
+    );
+    let by_actor: Value = app
+        .get_auth(
+            &format!("/api/v1/audit/events?actorId={}", member.user_id),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        by_actor["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["actorId"] == member.user_id.as_str())
+    );
+    assert!(
+        by_actor["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["action"] == "authz.denied")
+    );
+    let by_target: Value = app
+        .get_auth(
+            &format!("/api/v1/audit/events?targetId={}", member.user_id),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        by_target["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["targetId"] == member.user_id.as_str())
+    );
+    let future = "2999-01-01T00:00:00Z";
+    let none: Value = app
+        .get_auth(
+            &format!("/api/v1/audit/events?from={future}"),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(none["items"].as_array().unwrap().is_empty());
+    let all: Value = app
+        .get_auth(
+            &format!("/api/v1/audit/events?to={future}&from=2000-01-01T00:00:00Z"),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), items.len().min(20));
+    // Exactly one event's instant, inclusive at both ends.
+    let at = items[0]["at"].as_str().unwrap();
+    let exact: Value = app
+        .get_auth(
+            &format!("/api/v1/audit/events?from={at}&to={at}"),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        exact["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == items[0]["id"])
+    );
+    // Pagination.
+    let p1: Value = app
+        .get_auth("/api/v1/audit/events?limit=2", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = p1["nextCursor"].as_str().unwrap();
+    let p2: Value = app
+        .get_auth(
+            &format!("/api/v1/audit/events?limit=2&cursor={cursor}"),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p1["items"][0]["id"], items[0]["id"]);
+    assert_eq!(p2["items"][0]["id"], items[2]["id"]);
+    // Malformed filters.
+    for bad in [
+        "actorId=nope",
+        "targetId=1",
+        "from=yesterday",
+        "to=2020-13-01T00:00:00Z",
+        "limit=0",
+        "cursor=zz",
+        "kind=x",
+    ] {
+        problem(
+            app.get_auth(&format!("/api/v1/audit/events?{bad}"), &admin.access)
+                .await,
+            400,
+            "validation_failed",
+        )
+        .await;
+    }
+    app.finish().await;
+}
+
+async fn contract_events_are_recorded_with_actor_and_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_session("admin").await;
+    let member = app.new_session("member").await;
+    let with_id = |method: Method, path: String, body: Option<Value>, rid: &'static str| {
+        let mut req = app
+            .client
+            .request(method, app.url(&path))
+            .bearer_auth(&admin.access)
+            .header("x-request-id", rid);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    with_id(
+        Method::PATCH,
+        format!("/api/v1/users/{}", member.user_id),
+        Some(json!({"displayName": "M"})),
+        "ev-user-updated",
+    )
+    .await
+    .unwrap();
+    let r = with_id(
+        Method::POST,
+        "/api/v1/rbac/roles".into(),
+        Some(json!({"name": "ev", "description": "", "permissions": []})),
+        "ev-role-created",
+    )
+    .await
+    .unwrap();
+    let role_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    with_id(
+        Method::PATCH,
+        format!("/api/v1/rbac/roles/{role_id}"),
+        Some(json!({"description": "x"})),
+        "ev-role-updated",
+    )
+    .await
+    .unwrap();
+    with_id(
+        Method::PUT,
+        format!("/api/v1/users/{}/roles", member.user_id),
+        Some(json!({"roles": ["user", "ev"]})),
+        "ev-roles-changed",
+    )
+    .await
+    .unwrap();
+    with_id(
+        Method::DELETE,
+        format!("/api/v1/rbac/roles/{role_id}"),
+        None,
+        "ev-role-deleted",
+    )
+    .await
+    .unwrap();
+    let r = with_id(
+        Method::POST,
+        "/api/v1/notes".into(),
+        Some(json!({"title": "t", "body": "b"})),
+        "ev-note-created",
+    )
+    .await
+    .unwrap();
+    let note_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    with_id(
+        Method::PATCH,
+        format!("/api/v1/notes/{note_id}"),
+        Some(json!({"title": "u"})),
+        "ev-note-updated",
+    )
+    .await
+    .unwrap();
+    with_id(
+        Method::DELETE,
+        format!("/api/v1/notes/{note_id}"),
+        None,
+        "ev-note-deleted",
+    )
+    .await
+    .unwrap();
+    with_id(
+        Method::DELETE,
+        format!("/api/v1/users/{}", member.user_id),
+        None,
+        "ev-user-deleted",
+    )
+    .await
+    .unwrap();
+    let events = app.audit_events().await;
+    for (action, rid, target) in [
+        (
+            "user.updated",
+            "ev-user-updated",
+            Some(member.user_id.as_str()),
+        ),
+        ("role.created", "ev-role-created", None),
+        ("role.updated", "ev-role-updated", Some(role_id.as_str())),
+        (
+            "user.roles_changed",
+            "ev-roles-changed",
+            Some(member.user_id.as_str()),
+        ),
+        ("role.deleted", "ev-role-deleted", Some(role_id.as_str())),
+        ("note.created", "ev-note-created", Some(note_id.as_str())),
+        ("note.updated", "ev-note-updated", Some(note_id.as_str())),
+        ("note.deleted", "ev-note-deleted", Some(note_id.as_str())),
+        (
+            "user.deleted",
+            "ev-user-deleted",
+            Some(member.user_id.as_str()),
+        ),
+    ] {
+        let e = events
+            .iter()
+            .find(|e| e.action == action && e.request_id.as_deref() == Some(rid))
+            .unwrap_or_else(|| panic!("{action} with request id {rid} missing"));
+        assert_eq!(
+            e.actor_id.map(|a| a.to_string()),
+            Some(admin.user_id.clone()),
+            "{action}"
+        );
+        if let Some(t) = target {
+            assert_eq!(e.target_id.as_deref(), Some(t), "{action}");
+        }
+    }
+    assert!(matches!(
+        rampart_store::audit::verify(&app.state.db).await.unwrap(),
+        rampart_core::audit::VerifyOutcome::Intact { .. }
+    ));
+    app.finish().await;
+}
+
+/// A documented operation that declares no policy.
+#[utoipa::path(get, path = "/api/v1/undeclared", responses((status = 200, description = "ok")))]
+async fn undeclared() -> &'static str {
+    "should never be served"
+}
+
+#[tokio::test]
+async fn a_route_without_a_policy_refuses_to_build() {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let extra = OpenApiRouter::new().routes(routes!(undeclared));
+    let err = rampart_api::build_router(app.state.clone(), extra).unwrap_err();
+    assert!(err.contains("GET /api/v1/undeclared"), "{err}");
+    // Declared, it builds.
+    let extra = OpenApiRouter::new().routes(rampart_api::routing::route(
+        rampart_api::routing::Policy::Authenticated,
+        routes!(undeclared),
+    ));
+    assert!(rampart_api::build_router(app.state.clone(), extra).is_ok());
+    app.finish().await;
+}
