@@ -121,7 +121,13 @@ fn stamp(policy: Policy, paths: &mut utoipa::openapi::path::Paths) {
 pub fn exempt_public(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
     let (schemas, mut paths, method_router) = route;
     stamp(Policy::Public, &mut paths);
-    (schemas, paths, method_router)
+    let checked = method_router.route_layer(mw::from_fn(|req: Request, next: Next| async move {
+        match body_problem(&req) {
+            Some(problem) => problem.into_response(),
+            None => next.run(req).await,
+        }
+    }));
+    (schemas, paths, checked)
 }
 
 /// [`route`] for an undocumented `MethodRouter` (e.g. routes a test mounts).
@@ -197,15 +203,27 @@ async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) 
     {
         return Problem::rate_limited(secs).into_response();
     }
+    if let Some(problem) = body_problem(&req) {
+        return problem.into_response();
+    }
+    next.run(req).await
+}
+
+/// 413 for a declared length over the limit, 415 for a body that is not UTF-8 JSON —
+/// whatever the route, since no route accepts anything else.
+fn body_problem(req: &Request) -> Option<Problem> {
+    let max = req
+        .extensions()
+        .get::<Guards>()
+        .map_or(0, |g| g.max_body_bytes as u64);
     let headers = req.headers();
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared_len.is_some_and(|n| n > guards.max_body_bytes as u64) {
-        return Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE).into_response();
+    if declared_len.is_some_and(|n| n > max) {
+        return Some(Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE));
     }
-    // Any request that carries a body must declare it as UTF-8 JSON, whatever the route.
     let has_body =
         headers.contains_key(header::TRANSFER_ENCODING) || declared_len.is_some_and(|n| n > 0);
     if has_body {
@@ -214,8 +232,8 @@ async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) 
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_utf8);
         if !json {
-            return Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE).into_response();
+            return Some(Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
     }
-    next.run(req).await
+    None
 }

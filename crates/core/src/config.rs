@@ -672,9 +672,10 @@ fn postgres_tls_problem(raw: &str) -> Option<&'static str> {
     if is_local {
         return None;
     }
+    // libpq spells it `sslmode`, sqlx also accepts `ssl-mode`.
     let sslmode = url
         .query_pairs()
-        .find(|(k, _)| k == "sslmode")
+        .find(|(k, _)| k == "sslmode" || k == "ssl-mode")
         .map(|(_, v)| v.into_owned());
     match sslmode.as_deref() {
         Some("verify-full") | Some("verify-ca") => None,
@@ -855,6 +856,7 @@ mod tests {
             "postgres:///app?host=/var/run/postgresql",
             "sqlite://./data/rampart.db",
             "postgres://app@db.example/r?sslmode=verify-ca",
+            "postgres://app@db.example/r?ssl-mode=verify-full",
         ] {
             assert_eq!(postgres_tls_problem(url), None, "{url}");
         }

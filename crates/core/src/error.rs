@@ -1,5 +1,5 @@
 //! The one error type of the domain. Each case maps to exactly one status and `code` of the
-//! contract's §1 table (the mapping lives in `api::error`); `Internal` carries the cause for
+//! contract's §1 table (the mapping lives in `api::problem`); `Internal` carries the cause for
 //! the log and is never shown to a client.
 
 use std::fmt;

@@ -309,6 +309,16 @@ async fn non_json_body_is_415(backend: Backend) {
         .await
         .unwrap();
     problem(r, 415, "unsupported_media_type").await;
+    // Health routes skip the rate limits, not the body rules.
+    let r = app
+        .client
+        .get(app.url("/health/live"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 415, "unsupported_media_type").await;
     let r = app
         .client
         .post(app.url("/api/v1/test/echo"))
