@@ -10,5 +10,6 @@ mod audit;
 mod keys;
 mod logs;
 mod production;
+mod queries;
 mod restart;
 mod serve;
