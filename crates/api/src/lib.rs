@@ -108,6 +108,7 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
         limiter: state.global_limiter.clone(),
         login_limiter: state.login_limiter.clone(),
         register_limiter: state.register_limiter.clone(),
+        reset_limiter: state.reset_limiter.clone(),
         max_body_bytes: config.max_body_bytes,
     };
 
@@ -197,6 +198,7 @@ pub async fn serve(
             pruner_state.global_limiter.retain_recent();
             pruner_state.login_limiter.retain_recent();
             pruner_state.register_limiter.retain_recent();
+            pruner_state.reset_limiter.retain_recent();
         }
     });
 

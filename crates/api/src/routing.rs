@@ -28,6 +28,7 @@ pub struct Guards {
     pub limiter: Arc<IpRateLimiter>,
     pub login_limiter: Arc<IpRateLimiter>,
     pub register_limiter: Arc<IpRateLimiter>,
+    pub reset_limiter: Arc<IpRateLimiter>,
     pub max_body_bytes: usize,
 }
 
@@ -38,6 +39,9 @@ pub enum RouteLimit {
     Login,
     /// `RAMPART_REGISTER_RATE_PER_HOUR` per client IP.
     Register,
+    /// Password reset requests and confirmations: 4 × `RAMPART_RESET_RATE_PER_HOUR` per
+    /// client IP (the per-email limit is `RAMPART_RESET_RATE_PER_HOUR` itself).
+    Reset,
 }
 
 /// What a route requires of its caller (contract §6: deny by default). Every route
@@ -196,6 +200,7 @@ async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) 
     let route_limiter = match limit {
         Some(RouteLimit::Login) => Some(&guards.login_limiter),
         Some(RouteLimit::Register) => Some(&guards.register_limiter),
+        Some(RouteLimit::Reset) => Some(&guards.reset_limiter),
         None => None,
     };
     if let Some(limiter) = route_limiter

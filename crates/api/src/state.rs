@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rampart_core::config::Config;
+use rampart_core::crypto::DataKeys;
 use rampart_core::keys::KeyStore;
 use rampart_core::passwords::{HashParams, HashPool, PasswordHasher, PasswordPolicy};
 use rampart_core::tokens::TokenService;
 use rampart_core::{Clock, Error};
+use rampart_store::mail::Mailer;
 use rampart_store::{Db, Redis};
 
 use crate::auth::SessionCache;
@@ -28,9 +30,13 @@ pub struct AppState {
     pub sessions: Arc<SessionCache>,
     pub permissions: Arc<PermissionCache>,
     pub clock: Arc<dyn Clock>,
+    /// Seals secrets at rest (TOTP seeds).
+    pub data_keys: Arc<DataKeys>,
+    pub mailer: Arc<Mailer>,
     pub(crate) global_limiter: Arc<IpRateLimiter>,
     pub(crate) login_limiter: Arc<IpRateLimiter>,
     pub(crate) register_limiter: Arc<IpRateLimiter>,
+    pub(crate) reset_limiter: Arc<IpRateLimiter>,
     draining: Arc<AtomicBool>,
 }
 
@@ -42,6 +48,8 @@ impl AppState {
         redis: Option<Redis>,
         keys: KeyStore,
         clock: Arc<dyn Clock>,
+        data_keys: DataKeys,
+        mailer: Mailer,
     ) -> Result<Self, Error> {
         let keys = Arc::new(keys);
         let tokens = TokenService::new(
@@ -65,6 +73,11 @@ impl AppState {
             global_limiter: Arc::new(IpRateLimiter::per_minute(config.rate_limit_per_minute)),
             login_limiter: Arc::new(IpRateLimiter::per_minute(config.login_rate_per_minute)),
             register_limiter: Arc::new(IpRateLimiter::per_hour(config.register_rate_per_hour)),
+            reset_limiter: Arc::new(IpRateLimiter::per_hour(
+                config.reset_rate_per_hour.saturating_mul(4),
+            )),
+            data_keys: Arc::new(data_keys),
+            mailer: Arc::new(mailer),
             password_policy: Arc::new(PasswordPolicy {
                 min_chars: config.password_min_length,
             }),

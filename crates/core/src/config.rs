@@ -96,6 +96,10 @@ pub struct Config {
     pub lockout_seconds: Duration,
     pub lockout_scope: LockoutScope,
     pub data_key: Option<Redacted<[u8; 32]>>,
+    /// Previous data keys, still accepted for decryption during a rotation.
+    pub data_keys_old: Vec<Redacted<[u8; 32]>>,
+    /// `From:` of outgoing mail.
+    pub mail_from: String,
     pub smtp_url: Option<Redacted<String>>,
     pub mail_outbox: PathBuf,
     pub public_url: String,
@@ -143,7 +147,9 @@ const KNOWN: &[&str] = &[
     "RAMPART_LOCKOUT_SECONDS",
     "RAMPART_LOCKOUT_SCOPE",
     "RAMPART_DATA_KEY",
+    "RAMPART_DATA_KEYS_OLD",
     "RAMPART_SMTP_URL",
+    "RAMPART_MAIL_FROM",
     "RAMPART_MAIL_OUTBOX",
     "RAMPART_PUBLIC_URL",
     "RAMPART_RESET_RATE_PER_HOUR",
@@ -160,6 +166,7 @@ const SECRET: &[&str] = &[
     "DATABASE_URL",
     "REDIS_URL",
     "RAMPART_DATA_KEY",
+    "RAMPART_DATA_KEYS_OLD",
     "RAMPART_SMTP_URL",
 ];
 
@@ -462,10 +469,29 @@ impl Config {
                 }
             },
         };
+        let mut data_keys_old = Vec::new();
+        if let Some(raw) = src.get("RAMPART_DATA_KEYS_OLD") {
+            for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match decode_data_key(part) {
+                    Some(key) => data_keys_old.push(Redacted(key)),
+                    None => {
+                        p.problem(
+                            "RAMPART_DATA_KEYS_OLD",
+                            "must be comma-separated keys of 32 bytes, base64-encoded",
+                        );
+                        break;
+                    }
+                }
+            }
+        }
         let smtp_url = src
             .get("RAMPART_SMTP_URL")
             .map(|s| Redacted(s.trim().to_owned()));
         let mail_outbox = PathBuf::from(p.string("RAMPART_MAIL_OUTBOX", "./data/outbox"));
+        let mail_from = p.string("RAMPART_MAIL_FROM", "Rampart <no-reply@localhost>");
+        if mail_from.contains(['\r', '\n']) {
+            p.problem("RAMPART_MAIL_FROM", "must be a single line");
+        }
         let public_url = p.string("RAMPART_PUBLIC_URL", &format!("http://{bind}"));
         if url::Url::parse(&public_url).is_err() {
             p.problem("RAMPART_PUBLIC_URL", "must be an absolute URL");
@@ -514,6 +540,8 @@ impl Config {
                 lockout_seconds,
                 lockout_scope,
                 data_key,
+                data_keys_old,
+                mail_from,
                 smtp_url,
                 mail_outbox,
                 public_url,

@@ -5,11 +5,13 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod keys;
 pub mod passwords;
 pub mod rbac;
 pub mod tokens;
+pub mod totp;
 pub mod users;
 
 pub use clock::{Clock, SystemClock};

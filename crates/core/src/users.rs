@@ -34,9 +34,15 @@ impl Email {
         if local.is_empty() || local.len() > 64 || local.contains('@') {
             return Err(invalid());
         }
-        let labels_ok = domain
-            .split('.')
-            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        // Letters (any script, for IDNs), digits, '-' and '.': nothing that could act as a
+        // separator elsewhere (lockout keys are `email|ip`).
+        let chars_ok = domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+        let labels_ok = chars_ok
+            && domain
+                .split('.')
+                .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
         if !domain.contains('.') || !labels_ok {
             return Err(invalid());
         }
@@ -183,6 +189,9 @@ mod tests {
             "a@.example.org",
             "a@example..org",
             "a\u{0}@example.org",
+            "a@x.org|1.2.3.4",
+            "a@ex_ample.org",
+            "a@exa;mple.org",
         ] {
             assert!(Email::parse(bad, "email").is_err(), "{bad:?}");
         }

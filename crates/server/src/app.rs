@@ -11,11 +11,13 @@ use rampart_api::AppState;
 use rampart_core::audit::VerifyOutcome;
 use rampart_core::audit::{NewAuditEvent, Outcome};
 use rampart_core::config::{Config, JwtAlg, Sources};
+use rampart_core::crypto::{self, DataKey, DataKeys};
 use rampart_core::keys::{self, KeyStore};
 use rampart_core::passwords::{HashParams, PasswordHasher, PasswordPolicy};
 use rampart_core::rbac::{CATALOGUE, USER_DEFAULTS};
 use rampart_core::users::{DisplayName, Email};
 use rampart_core::{Clock, SystemClock};
+use rampart_store::mail::Mailer;
 use rampart_store::users::NewUser;
 use rampart_store::{Db, Redis};
 use utoipa_axum::router::OpenApiRouter;
@@ -45,6 +47,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match command {
         Command::Serve => serve(config, &sources).await,
         Command::Migrate => migrate(&config).await,
+        Command::Keys {
+            command: KeysCommand::RotateData,
+        } => rotate_data(&config).await,
         Command::Keys { command } => keys_command(&config, command),
         Command::Admin {
             command:
@@ -105,8 +110,22 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     let local = listener.local_addr()?;
     let deadline = config.shutdown_timeout;
-    let state = AppState::new(config, db.clone(), redis, keys, Arc::new(SystemClock))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let data_keys = data_keys(&config)?;
+    let mailer = Mailer::from_config(
+        config.smtp_url.as_ref().map(|u| u.expose().as_str()),
+        &config.mail_outbox,
+        &config.mail_from,
+    )?;
+    let state = AppState::new(
+        config,
+        db.clone(),
+        redis,
+        keys,
+        Arc::new(SystemClock),
+        data_keys,
+        mailer,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let router = rampart_api::build_router(state.clone(), OpenApiRouter::new())
         .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(
@@ -120,6 +139,76 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
     db.close().await;
     tracing::info!("shutdown complete");
     served.map_err(Into::into)
+}
+
+/// The data keys: `RAMPART_DATA_KEY` (required in production), or in development a key
+/// generated into the key directory on first start; plus `RAMPART_DATA_KEYS_OLD`.
+fn data_keys(config: &Config) -> anyhow::Result<DataKeys> {
+    let active = match &config.data_key {
+        Some(key) => *key.expose(),
+        None if config.is_production() => anyhow::bail!("RAMPART_DATA_KEY is not set"),
+        None => crypto::load_or_generate_dev_key(&config.jwt_keys_dir)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let old = config
+        .data_keys_old
+        .iter()
+        .map(|k| DataKey::from_bytes(*k.expose()))
+        .collect();
+    Ok(DataKeys::new(DataKey::from_bytes(active), old))
+}
+
+/// `rampart keys rotate-data`: re-seals every stored secret under the active data key.
+async fn rotate_data(config: &Config) -> anyhow::Result<()> {
+    let keys = data_keys(config)?;
+    let db = Db::connect(&config.database_url, 2).await?;
+    let rows = rampart_store::mfa::sealed_secrets(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut resealed = 0usize;
+    for (user_id, secret, pending) in rows {
+        let id = user_id.to_string();
+        let place = crypto::Place {
+            table: "users",
+            column: "totp_secret",
+            row_id: &id,
+        };
+        let reseal = |sealed: &Option<String>| -> anyhow::Result<Option<String>> {
+            match sealed {
+                Some(s) if !keys.is_current(s) => {
+                    let plain = keys
+                        .decrypt(s, &place)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(Some(
+                        keys.encrypt(&plain, &place)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    ))
+                }
+                other => Ok(other.clone()),
+            }
+        };
+        let new_secret = reseal(&secret)?;
+        let new_pending = reseal(&pending)?;
+        if new_secret != secret || new_pending != pending {
+            let done = rampart_store::mfa::reseal(
+                &db,
+                user_id,
+                secret.as_deref(),
+                new_secret.as_deref(),
+                pending.as_deref(),
+                new_pending.as_deref(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            resealed += usize::from(done);
+        }
+    }
+    db.close().await;
+    println!(
+        "re-sealed {resealed} secret(s) under data key {}",
+        keys.active_kid()
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -235,6 +324,7 @@ fn keys_command(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let (args, rotate) = match command {
         KeysCommand::Generate(args) => (args, false),
         KeysCommand::Rotate(args) => (args, true),
+        KeysCommand::RotateData => anyhow::bail!("handled by rotate_data"),
     };
     let KeyArgs { dir, alg } = args;
     let dir = dir.unwrap_or_else(|| config.jwt_keys_dir.clone());

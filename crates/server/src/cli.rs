@@ -48,6 +48,9 @@ pub enum KeysCommand {
     Generate(KeyArgs),
     /// Add a signing key, make it the active one, and print its kid.
     Rotate(KeyArgs),
+    /// Re-seal every encrypted secret (TOTP seeds) under RAMPART_DATA_KEY; the previous
+    /// keys must be in RAMPART_DATA_KEYS_OLD while this runs.
+    RotateData,
 }
 
 #[derive(Debug, clap::Args)]

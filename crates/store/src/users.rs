@@ -6,10 +6,11 @@
 //! invisible to [`get`] and every session lookup, and is still returned by
 //! [`find_credentials`] (flagged) so that login can answer it like a wrong password. A new
 //! user is `active` with the single role `user`. Every change commits in one transaction
-//! with its audit event; a password change ends every live session of the user in that same
-//! transaction. Role names match `[a-z][a-z0-9_-]*` (a CHECK in migration 0002), so the
-//! user view aggregates them into one comma-separated column in the same round trip; the
-//! list is sorted here, so neither dialect's aggregate order matters.
+//! with its audit event; a password change ends every live session of the user, and
+//! invalidates the user's password-reset tokens, in that same transaction. Role names
+//! match `[a-z][a-z0-9_-]*` (a CHECK in migration 0002), so the user view aggregates them
+//! into one comma-separated column in the same round trip; the list is sorted here, so
+//! neither dialect's aggregate order matters.
 
 use rampart_core::audit::NewAuditEvent;
 use rampart_core::error::Redacted;
@@ -312,9 +313,9 @@ const UPDATE_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2, updated
      WHERE id = $1 AND deleted_at_ms IS NULL";
 
 /// Sets a new password hash, revokes every live session of the user (reason
-/// `password_changed`, the current one included) and appends `audit`, in one transaction.
-/// Returns the revoked session ids, oldest first; `NotFound` when the user is missing or
-/// deleted.
+/// `password_changed`, the current one included), marks the user's outstanding
+/// password-reset tokens used and appends `audit`, in one transaction. Returns the revoked
+/// session ids, oldest first; `NotFound` when the user is missing or deleted.
 pub async fn change_password(
     db: &Db,
     id: Uuid,
@@ -337,6 +338,7 @@ pub async fn change_password(
         return Err(Error::NotFound);
     }
     let revoked = sessions::revoke_all_in(&mut tx, id, None, PASSWORD_CHANGED, now_ms).await?;
+    crate::resets::invalidate_all_in(&mut tx, id, now_ms).await?;
     crate::audit::append(&mut tx, audit, now_ms).await?;
     tx.commit().await?;
     Ok(revoked)

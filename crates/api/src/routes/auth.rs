@@ -19,6 +19,7 @@ use crate::routes::users::UserResponse;
 use crate::routing::{Policy, RouteLimit, route, route_limited};
 use crate::services::auth as service;
 use crate::services::meta::RequestMeta;
+use crate::services::mfa as mfa_service;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -41,6 +42,24 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(route(Policy::Authenticated, routes!(list_sessions)))
         .routes(route(Policy::Authenticated, routes!(delete_session)))
         .routes(route(Policy::Authenticated, routes!(change_password)))
+        .routes(route(Policy::Authenticated, routes!(mfa_setup)))
+        .routes(route(Policy::Authenticated, routes!(mfa_enable)))
+        .routes(route(Policy::Authenticated, routes!(mfa_disable)))
+        .routes(route_limited(
+            Policy::Public,
+            RouteLimit::Login,
+            routes!(mfa_verify),
+        ))
+        .routes(route_limited(
+            Policy::Public,
+            RouteLimit::Reset,
+            routes!(reset_request),
+        ))
+        .routes(route_limited(
+            Policy::Public,
+            RouteLimit::Reset,
+            routes!(reset_confirm),
+        ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -141,7 +160,7 @@ async fn register(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in; refresh cookie set", body = LoginResponse),
+        (status = 200, description = "Logged in; refresh cookie set (or, with MFA on, `MfaRequiredResponse`)", body = LoginResponse),
         (status = 401, description = "Wrong email/password pair (invalid_credentials)"),
         (status = 429, description = "Rate limited or email locked out"),
         (status = 503, description = "Password hashing at capacity"),
@@ -151,8 +170,18 @@ async fn login(
     meta: RequestMeta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let outcome = service::login(&state, &meta, &req.email, req.password).await?;
-    Ok(login_response(&state, outcome))
+    match service::login(&state, &meta, &req.email, req.password).await? {
+        service::LoginStep::Complete(outcome) => Ok(login_response(&state, outcome)),
+        service::LoginStep::MfaRequired {
+            mfa_token,
+            expires_in,
+        } => Ok(axum::Json(MfaRequiredResponse {
+            mfa_required: true,
+            mfa_token,
+            expires_in,
+        })
+        .into_response()),
+    }
 }
 
 /// Rotate the refresh cookie and get a new access token.
@@ -290,4 +319,161 @@ async fn change_password(
         &state,
         StatusCode::NO_CONTENT.into_response(),
     ))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaRequiredResponse {
+    mfa_required: bool,
+    /// Single-use, 5 minutes; send it with a code to `/api/v1/auth/mfa/verify`.
+    mfa_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MfaVerifyRequest {
+    mfa_token: String,
+    /// A TOTP code or a recovery code.
+    code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaSetupResponse {
+    /// Base32 (RFC 4648).
+    secret: String,
+    otpauth_uri: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaEnableRequest {
+    code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryCodesResponse {
+    /// Ten single-use codes, shown once.
+    recovery_codes: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaDisableRequest {
+    password: String,
+    code: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResetAccepted {
+    /// Always `accepted`, whether or not the email belongs to an account.
+    status: &'static str,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResetConfirmRequest {
+    token: String,
+    new_password: String,
+}
+
+/// Complete an MFA login with a TOTP or recovery code.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "auth", request_body = MfaVerifyRequest,
+    responses(
+        (status = 200, description = "Logged in; refresh cookie set", body = LoginResponse),
+        (status = 401, description = "Unknown, used, expired or exhausted mfaToken (unauthenticated); wrong or replayed code (invalid_credentials)"),
+        (status = 429, description = "Rate limited or account locked out"),
+    ))]
+async fn mfa_verify(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(req): ApiJson<MfaVerifyRequest>,
+) -> Result<Response, ApiError> {
+    let outcome = mfa_service::verify_login(&state, &meta, &req.mfa_token, &req.code).await?;
+    Ok(login_response(&state, outcome))
+}
+
+/// Start TOTP enrolment: a new secret, not active until enabled with a code.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/totp/setup", tag = "auth",
+    responses((status = 200, body = MfaSetupResponse), (status = 401, description = "Unauthenticated"),
+        (status = 409, description = "MFA is already enabled")),
+    security(("bearer" = [])))]
+async fn mfa_setup(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<axum::Json<MfaSetupResponse>, ApiError> {
+    let setup = mfa_service::setup(&state, user).await?;
+    Ok(axum::Json(MfaSetupResponse {
+        secret: setup.secret,
+        otpauth_uri: setup.otpauth_uri,
+    }))
+}
+
+/// Turn TOTP on with a current code; returns the recovery codes once. Ends every other session.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/totp/enable", tag = "auth", request_body = MfaEnableRequest,
+    responses((status = 200, body = RecoveryCodesResponse), (status = 400, description = "Wrong code"),
+        (status = 401, description = "Unauthenticated"), (status = 409, description = "MFA is already enabled")),
+    security(("bearer" = [])))]
+async fn mfa_enable(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    user: AuthUser,
+    ApiJson(req): ApiJson<MfaEnableRequest>,
+) -> Result<axum::Json<RecoveryCodesResponse>, ApiError> {
+    let recovery_codes = mfa_service::enable(&state, &meta, user, &req.code).await?;
+    Ok(axum::Json(RecoveryCodesResponse { recovery_codes }))
+}
+
+/// Turn TOTP off (password and a code required). Ends every other session.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/totp/disable", tag = "auth", request_body = MfaDisableRequest,
+    responses((status = 204, description = "MFA off"), (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Wrong password or code (reauthentication_failed)"),
+        (status = 429, description = "Account locked out")),
+    security(("bearer" = [])))]
+async fn mfa_disable(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    user: AuthUser,
+    ApiJson(req): ApiJson<MfaDisableRequest>,
+) -> Result<StatusCode, ApiError> {
+    mfa_service::disable(&state, &meta, user, req.password, &req.code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ask for a password-reset link by email. Always 202 with the same body.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/request", tag = "auth", request_body = ResetRequest,
+    responses((status = 202, body = ResetAccepted), (status = 429, description = "Rate limited")))]
+async fn reset_request(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Response {
+    mfa_service::request_reset(&state, &meta, &req.email);
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(ResetAccepted { status: "accepted" }),
+    )
+        .into_response()
+}
+
+/// Set a new password with a reset token; every session ends.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirmRequest,
+    responses((status = 204, description = "Password set; all sessions ended"),
+        (status = 400, description = "Bad, used, superseded or expired token, or a weak password"),
+        (status = 429, description = "Rate limited")))]
+async fn reset_confirm(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(req): ApiJson<ResetConfirmRequest>,
+) -> Result<StatusCode, ApiError> {
+    mfa_service::confirm_reset(&state, &meta, &req.token, req.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -48,7 +48,7 @@ fn retry_after(until_ms: i64, now_ms: i64) -> Error {
 }
 
 /// The lockout counters a failed attempt for `email` counts against.
-struct LockoutKeys {
+pub(crate) struct LockoutKeys {
     keys: Vec<(String, LockoutPolicy)>,
 }
 
@@ -60,8 +60,15 @@ const EMAIL_CEILING: LockoutPolicy = LockoutPolicy {
     lock_ms: 3_600_000,
 };
 
-fn lockout_keys(state: &AppState, normalized_email: &str, meta: &RequestMeta) -> LockoutKeys {
+pub(crate) fn lockout_keys(
+    state: &AppState,
+    normalized_email: &str,
+    meta: &RequestMeta,
+) -> LockoutKeys {
     let config = &state.config;
+    // Whatever was typed is the key, but a `|` in it must not forge an `email|ip` key.
+    let escaped = normalized_email.replace('%', "%25").replace('|', "%7C");
+    let normalized_email = escaped.as_str();
     let policy = LockoutPolicy {
         max_failures: config.login_max_failures,
         window_ms: ms(config.lockout_seconds),
@@ -78,7 +85,7 @@ fn lockout_keys(state: &AppState, normalized_email: &str, meta: &RequestMeta) ->
 }
 
 impl LockoutKeys {
-    async fn check(&self, state: &AppState, now_ms: i64) -> Result<()> {
+    pub(crate) async fn check(&self, state: &AppState, now_ms: i64) -> Result<()> {
         for (key, _) in &self.keys {
             if let Some(until) = lockout::locked_until(&state.db, key, now_ms).await? {
                 return Err(retry_after(until, now_ms));
@@ -88,7 +95,7 @@ impl LockoutKeys {
     }
 
     /// Counts one failure; `failure_event` is appended once, with the first counter.
-    async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         state: &AppState,
         meta: &RequestMeta,
@@ -114,7 +121,7 @@ impl LockoutKeys {
     }
 
     /// The counter a successful login resets (the ceiling only decays with time).
-    fn primary(&self) -> Option<&str> {
+    pub(crate) fn primary(&self) -> Option<&str> {
         self.keys.first().map(|(k, _)| k.as_str())
     }
 }
@@ -162,12 +169,20 @@ pub async fn register(
     .await
 }
 
+/// What the password step of a login leads to.
+pub enum LoginStep {
+    /// Logged in.
+    Complete(LoginOutcome),
+    /// MFA is on: the second step needs this single-use token and a code.
+    MfaRequired { mfa_token: String, expires_in: u64 },
+}
+
 pub async fn login(
     state: &AppState,
     meta: &RequestMeta,
     email: &str,
     password: String,
-) -> Result<LoginOutcome> {
+) -> Result<LoginStep> {
     let normalized = normalize_email(email);
     let keys = lockout_keys(state, &normalized, meta);
     keys.check(state, state.clock.now_ms()).await?;
@@ -216,10 +231,21 @@ pub async fn login(
             Err(e) => tracing::warn!(error = %e, "password rehash skipped"),
         }
     }
-    start_session(state, meta, credentials.user_id, keys.primary()).await
+    if credentials.mfa_enabled {
+        // The password step alone is not a successful login: the counter is not reset.
+        let (mfa_token, expires_in) =
+            crate::services::mfa::issue_challenge(state, credentials.user_id).await?;
+        return Ok(LoginStep::MfaRequired {
+            mfa_token,
+            expires_in,
+        });
+    }
+    start_session(state, meta, credentials.user_id, keys.primary())
+        .await
+        .map(LoginStep::Complete)
 }
 
-async fn start_session(
+pub(crate) async fn start_session(
     state: &AppState,
     meta: &RequestMeta,
     user_id: Uuid,

@@ -6,4 +6,5 @@
 pub mod admin;
 pub mod auth;
 pub mod meta;
+pub mod mfa;
 pub mod notes;

@@ -24,6 +24,12 @@ const POLICIES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/auth/sessions", "authenticated"),
     ("DELETE", "/api/v1/auth/sessions/{id}", "authenticated"),
     ("POST", "/api/v1/auth/password", "authenticated"),
+    ("POST", "/api/v1/auth/mfa/verify", "public"),
+    ("POST", "/api/v1/auth/mfa/totp/setup", "authenticated"),
+    ("POST", "/api/v1/auth/mfa/totp/enable", "authenticated"),
+    ("POST", "/api/v1/auth/mfa/totp/disable", "authenticated"),
+    ("POST", "/api/v1/auth/password-reset/request", "public"),
+    ("POST", "/api/v1/auth/password-reset/confirm", "public"),
     ("GET", "/api/v1/users/me", "authenticated"),
     ("PATCH", "/api/v1/users/me", "authenticated"),
     ("GET", "/api/v1/users", "permission:users:read"),
@@ -131,6 +137,13 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("POST", "/api/v1/notes") => Some(json!({"title": "t", "body": "b"})),
         ("PATCH", "/api/v1/notes/{id}") => Some(json!({"title": "t"})),
         ("PATCH", "/api/v1/users/me") => Some(json!({"displayName": "X"})),
+        ("POST", "/api/v1/auth/mfa/totp/enable") => Some(json!({"code": "123456"})),
+        ("POST", "/api/v1/auth/mfa/totp/disable") => {
+            Some(json!({"password": "x", "code": "123456"}))
+        }
+        ("POST", "/api/v1/auth/password") => {
+            Some(json!({"currentPassword": "x", "newPassword": "y"}))
+        }
         _ => None,
     }
 }

@@ -152,6 +152,7 @@ impl TestApp {
         let db_handle = TestDb::create(backend).await;
         let keys_dir = tempfile::tempdir().unwrap();
         let keys_path = keys_dir.path().display().to_string();
+        let outbox = keys_dir.path().join("outbox").display().to_string();
         let mut pairs: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &db_handle.url),
             ("RAMPART_BIND", "127.0.0.1:0"),
@@ -159,6 +160,8 @@ impl TestApp {
             ("RAMPART_JWT_ALG", "EdDSA"),
             ("RAMPART_ALLOWED_ORIGINS", "https://app.example"),
             ("RAMPART_DB_POOL_SIZE", "5"),
+            ("RAMPART_MAIL_OUTBOX", &outbox),
+            ("RAMPART_PUBLIC_URL", "https://app.example"),
             // Fast hashing in tests only; the timing test sets the real parameters.
             ("RAMPART_ARGON2_MEMORY_KIB", "64"),
             ("RAMPART_ARGON2_ITERATIONS", "1"),
@@ -188,7 +191,18 @@ impl TestApp {
             .map(|url| rampart_store::Redis::connect_lazy(url.expose()).unwrap());
         let deadline = config.shutdown_timeout;
         let clock = Arc::new(OffsetClock::default());
-        let state = AppState::new(config, db, redis, keys, clock.clone()).unwrap();
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let data_keys = rampart_core::crypto::DataKeys::new(
+            rampart_core::crypto::DataKey::from_bytes(key),
+            Vec::new(),
+        );
+        let mailer =
+            rampart_store::mail::Mailer::from_config(None, &config.mail_outbox, &config.mail_from)
+                .unwrap();
+        let state =
+            AppState::new(config, db, redis, keys, clock.clone(), data_keys, mailer).unwrap();
         let router = rampart_api::build_router(state.clone(), extra).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -217,6 +231,20 @@ impl TestApp {
             db: Some(db_handle),
             _keys_dir: keys_dir,
         }
+    }
+
+    /// The messages the app has "sent" (its development outbox), oldest first.
+    pub fn outbox(&self) -> Vec<String> {
+        let dir = &self.state.config.mail_outbox;
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {

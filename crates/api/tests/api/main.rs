@@ -6,4 +6,5 @@ mod harness;
 
 mod authz;
 mod identity;
+mod mfa;
 mod pipeline;

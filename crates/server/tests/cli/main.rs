@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod audit;
+mod data_keys;
 mod keys;
 mod logs;
 mod production;

@@ -37,10 +37,22 @@ async fn first_start_generates_an_rs256_key_and_later_starts_reuse_it() {
     let mut again = Server::start(dir.path(), &[], &["serve"]).await;
     let active = std::fs::read_to_string(keys.join("active")).unwrap();
     assert_eq!(active.trim(), kid, "the key is reused, not regenerated");
+    let pems = std::fs::read_dir(&keys)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "pem")
+        })
+        .count();
+    assert_eq!(pems, 1, "the signing key is reused, not regenerated");
+    // The development data key (field encryption) lives beside it, owner-only too.
+    let data_key = keys.join("data.key");
     assert_eq!(
-        std::fs::read_dir(&keys).unwrap().count(),
-        2,
-        "one key + active"
+        std::fs::metadata(&data_key).unwrap().permissions().mode() & 0o777,
+        0o600
     );
     assert!(again.stop_with("INT").await.success());
 }

@@ -8,9 +8,12 @@ mod harness;
 
 mod audit;
 mod lockout;
+mod mail;
+mod mfa;
 mod migrations;
 mod notes;
 mod rbac;
+mod resets;
 mod sessions;
 mod users;
 mod users_admin;
