@@ -170,7 +170,42 @@ backend_tests!(
     password_reset_end_to_end,
     password_reset_tokens_expire_and_are_superseded,
     password_reset_does_not_reveal_accounts_and_is_rate_limited,
+    password_reset_is_rate_limited_per_client_ip,
 );
+
+async fn password_reset_is_rate_limited_per_client_ip(backend: Backend) {
+    // One message per email per hour, so four requests per client IP per hour.
+    let app = TestApp::spawn_with(
+        backend,
+        &[("RAMPART_RESET_RATE_PER_HOUR", "1")],
+        utoipa_axum::router::OpenApiRouter::new(),
+    )
+    .await;
+    for _ in 0..4 {
+        let r = app
+            .post_json(
+                "/api/v1/auth/password-reset/request",
+                json!({"email": unique_email("ip")}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let r = app
+        .post_json(
+            "/api/v1/auth/password-reset/request",
+            json!({"email": unique_email("ip")}),
+        )
+        .await;
+    problem(r, 429, "rate_limited").await;
+    let r = app
+        .post_json(
+            "/api/v1/auth/password-reset/confirm",
+            json!({"token": "x", "newPassword": "y"}),
+        )
+        .await;
+    problem(r, 429, "rate_limited").await;
+    app.finish().await;
+}
 
 async fn enrolment_then_login_with_a_second_factor(backend: Backend) {
     let app = TestApp::spawn(backend).await;
