@@ -18,12 +18,12 @@
 //!
 //! Recovery codes: 10 distinct codes of 50 random bits each, written `xxxxx-xxxxx` in the
 //! lowercase RFC 4648 base32 alphabet; matched ignoring case, whitespace and hyphens
-//! ([`normalize_recovery_code`]); only [`hash_recovery_code`] of each is stored.
+//! ([`normalize_recovery_code`]); only a keyed digest of each is stored
+//! (`crypto::DataKeys::digests`, bound to the user).
 
 use anyhow::anyhow;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
-use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -42,7 +42,6 @@ const RECOVERY_CODE_LEN: usize = 10;
 const RECOVERY_GROUP_LEN: usize = 5;
 /// Gives up rather than loop forever should the OS generator repeat itself.
 const RECOVERY_MAX_DRAWS: usize = 100;
-const RECOVERY_HASH_DOMAIN: &[u8] = b"rampart-recovery-v1\0";
 
 fn random_error(e: getrandom::Error) -> Error {
     Error::internal(anyhow!("the OS random generator failed: {e}"))
@@ -228,15 +227,6 @@ pub fn normalize_recovery_code(input: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
     valid.then_some(code)
-}
-
-/// SHA-256 hex over "rampart-recovery-v1\0" + code: what the database stores.
-pub fn hash_recovery_code(normalized: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(RECOVERY_HASH_DOMAIN)
-        .chain_update(normalized.as_bytes())
-        .finalize();
-    format!("{digest:x}")
 }
 
 #[cfg(test)]
@@ -550,22 +540,5 @@ mod tests {
         ] {
             assert_eq!(normalize_recovery_code(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn recovery_hash_is_stable_and_per_code() {
-        let hash = hash_recovery_code("abcdefghij");
-        assert_eq!(hash, hash_recovery_code("abcdefghij"));
-        assert_eq!(hash.len(), 64);
-        assert!(
-            hash.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
-        assert_ne!(hash, hash_recovery_code("abcdefghik"));
-        // Domain-separated: not the bare SHA-256 of the code.
-        assert_ne!(hash, format!("{:x}", Sha256::digest(b"abcdefghij")));
-        let mut expected = Sha256::new();
-        expected.update(b"rampart-recovery-v1\0abcdefghij");
-        assert_eq!(hash, format!("{:x}", expected.finalize()));
     }
 }

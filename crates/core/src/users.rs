@@ -31,7 +31,9 @@ impl Email {
             return Err(invalid());
         }
         let (local, domain) = trimmed.rsplit_once('@').ok_or_else(invalid)?;
-        if local.is_empty() || local.len() > 64 || local.contains('@') {
+        // `|` and `%` are legal in a local part but practically unused; refusing them keeps
+        // lockout keys (`email|ip`, escaped for anything typed) unambiguous.
+        if local.is_empty() || local.len() > 64 || local.contains(['@', '|', '%']) {
             return Err(invalid());
         }
         // Letters (any script, for IDNs), digits, '-' and '.': nothing that could act as a
@@ -190,6 +192,8 @@ mod tests {
             "a@example..org",
             "a\u{0}@example.org",
             "a@x.org|1.2.3.4",
+            "a|b@example.org",
+            "a%b@example.org",
             "a@ex_ample.org",
             "a@exa;mple.org",
         ] {

@@ -242,8 +242,14 @@ pub async fn verify_login(
     let normalized = normalize_email(&account.email);
     let keys = lockout_keys(state, &normalized, meta);
     keys.check(state, now_ms).await?;
+    // The attempt is counted before the code is checked (one atomic increment), so
+    // parallel guesses with one token cannot get past the limit; a right code consumes the
+    // token anyway.
+    let attempts = mfa::challenge_failed(&state.db, challenge.id).await?;
+    if attempts > MFA_MAX_FAILURES {
+        return Err(Error::Unauthenticated);
+    }
     if !check_code(state, challenge.user_id, code).await? {
-        mfa::challenge_failed(&state.db, challenge.id).await?;
         keys.record_failure(
             state,
             meta,

@@ -171,7 +171,49 @@ backend_tests!(
     password_reset_tokens_expire_and_are_superseded,
     password_reset_does_not_reveal_accounts_and_is_rate_limited,
     password_reset_is_rate_limited_per_client_ip,
+    parallel_guesses_cannot_exceed_five_codes_per_token,
 );
+
+async fn parallel_guesses_cannot_exceed_five_codes_per_token(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[("RAMPART_LOGIN_MAX_FAILURES", "1000")],
+        utoipa_axum::router::OpenApiRouter::new(),
+    )
+    .await;
+    let e = app.enrol("parallel").await;
+    let token = app.mfa_token(&e.session.email, PASSWORD).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/auth/mfa/verify");
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"mfaToken": token, "code": format!("{:06}", 100_000 + i)}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 401);
+    }
+    let checked = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e.action == "auth.mfa_failed")
+        .count();
+    assert!(
+        checked <= 5,
+        "{checked} codes were checked against one token"
+    );
+    app.finish().await;
+}
 
 async fn password_reset_is_rate_limited_per_client_ip(backend: Backend) {
     // One message per email per hour, so four requests per client IP per hour.
