@@ -195,8 +195,13 @@ impl CpuSnapshot {
 impl CpuUse {
     pub fn describe(&self) -> String {
         format!(
-            "server {:.2}, postgres {:.2}, load generator {:.2}, machine busy {:.2} of {:.0} cores",
-            self.server, self.postgres, self.bench, self.machine_busy, self.cores
+            "server {:.2}, postgres {:.2}, load generator {:.2}, other processes {:.2}; busy {:.2} of {:.0}",
+            self.server,
+            self.postgres,
+            self.bench,
+            (self.machine_busy - self.server - self.postgres - self.bench).max(0.0),
+            self.machine_busy,
+            self.cores
         )
     }
 }
@@ -232,7 +237,28 @@ pub fn machine_facts() -> Vec<(String, String)> {
         ),
         ("cpu".to_owned(), cpu),
         ("memory".to_owned(), memory),
+        (
+            "background load (1 s sample)".to_owned(),
+            format!(
+                "{:.2} cores busy before the run (anything well above 0 skews every figure)",
+                busy_cores(Duration::from_secs(1))
+            ),
+        ),
     ]
+}
+
+/// Cores busy over `window` right now, whoever uses them.
+pub fn busy_cores(window: Duration) -> f64 {
+    let before = machine_ticks();
+    std::thread::sleep(window);
+    let after = machine_ticks();
+    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    match (before, after) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            b1.saturating_sub(b0) as f64 / (t1 - t0) as f64 * ncores
+        }
+        _ => 0.0,
+    }
 }
 
 pub fn print_facts(facts: &[(String, String)]) {
