@@ -41,8 +41,14 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         bail!("--users, --login-clients and --probe-rate must be positive");
     }
     // The hashing limit is measured first, on an idle machine, as in `crypto`.
-    println!("measuring the single-thread Argon2id hash rate (3 s)…");
-    let hash_rate = crypto::hash_rates(3.0)?.hash;
+    let hash_rate = match args.hash_rate {
+        Some(rate) if rate > 0.0 => rate,
+        Some(_) => bail!("--hash-rate must be positive"),
+        None => {
+            println!("measuring the single-thread Argon2id hash and verify rates (3 s each)…");
+            crypto::hash_rates(3.0)?.hash
+        }
+    };
     let workers = args
         .server_env
         .iter()
@@ -159,10 +165,15 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
         (
             "hashing limit".to_owned(),
             format!(
-                "{:.1} hashes/s ({} × {:.1}/s single-thread)",
+                "{:.1} hashes/s ({} × {:.1}/s single-thread, {})",
                 limits.limit(),
                 limits.workers,
-                limits.rate
+                limits.rate,
+                if args.hash_rate.is_some() {
+                    "given by --hash-rate"
+                } else {
+                    "measured just before"
+                }
             ),
         ),
         (

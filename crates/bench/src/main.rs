@@ -76,6 +76,10 @@ pub struct LoadArgs {
     /// Extra server environment, `KEY=VALUE` (repeatable), e.g. `RAMPART_DB_POOL_SIZE=20`.
     #[arg(long = "server-env", value_parser = parse_key_value)]
     pub server_env: Vec<(String, String)>,
+    /// The single-thread Argon2id hash rate the hashing limit is computed from (e.g. the
+    /// figure of `rampart-bench crypto`); measured for 3 s before the run when absent.
+    #[arg(long)]
+    pub hash_rate: Option<f64>,
     /// Skip these phases (comma-separated: me, live, flood).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
