@@ -70,6 +70,12 @@ pub struct Config {
     pub bind: SocketAddr,
     pub database_url: String,
     pub redis_url: Option<Redacted<String>>,
+    /// Prefix of every Redis key and channel, so several deployments (or test runs) can
+    /// share one Redis.
+    pub redis_prefix: String,
+    /// How often expired sessions, refresh tokens, challenges, reset tokens and lockout
+    /// rows are purged (one instance at a time).
+    pub purge_interval: Duration,
     pub db_pool_size: u32,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -121,6 +127,8 @@ const KNOWN: &[&str] = &[
     "RAMPART_BIND",
     "DATABASE_URL",
     "REDIS_URL",
+    "RAMPART_REDIS_PREFIX",
+    "RAMPART_PURGE_INTERVAL",
     "RAMPART_DB_POOL_SIZE",
     "RAMPART_LOG_FORMAT",
     "RAMPART_LOG_LEVEL",
@@ -396,6 +404,19 @@ impl Config {
         {
             p.problem("REDIS_URL", "must start with redis:// or rediss://");
         }
+        let redis_prefix = p.parsed("RAMPART_REDIS_PREFIX", "rampart".to_owned(), |raw| {
+            let ok = !raw.is_empty()
+                && raw.len() <= 64
+                && raw
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if ok {
+                Ok(raw.to_owned())
+            } else {
+                Err("must be 1 to 64 letters, digits, '_', '-' or '.'".to_owned())
+            }
+        });
+        let purge_interval = p.duration("RAMPART_PURGE_INTERVAL", Duration::from_secs(600), DAY);
         let db_pool_size = p.number("RAMPART_DB_POOL_SIZE", 10u32, 1, 1000);
         let log_format = p.parsed("RAMPART_LOG_FORMAT", LogFormat::Json, |raw| {
             match raw.to_ascii_lowercase().as_str() {
@@ -514,6 +535,8 @@ impl Config {
                 bind,
                 database_url,
                 redis_url,
+                redis_prefix,
+                purge_interval,
                 db_pool_size,
                 log_format,
                 log_level,
