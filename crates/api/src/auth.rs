@@ -11,11 +11,14 @@
 //!
 //! Session liveness (contract §4): a token of a logged-out, revoked or password-changed
 //! session is refused at once. Ending a session evicts it from this instance's cache in
-//! the same request; entries expire after [`SESSION_CACHE_TTL`], which bounds how long
-//! another instance can keep trusting a session ended elsewhere.
+//! the same request and, with Redis, from every other instance's within milliseconds
+//! ([`crate::invalidation`]); entries expire after [`SESSION_CACHE_TTL`] whatever happens,
+//! which bounds how long any instance can keep trusting a session ended elsewhere, also
+//! when Redis is down.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -33,12 +36,22 @@ pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
 const SESSION_CACHE_MAX: usize = 100_000;
 
 /// Live sessions seen recently: session id → (user id, when it was checked).
+///
+/// Every eviction bumps a generation; an answer read from the database is only cached if
+/// no eviction happened while it was being read, so a read that raced with a revocation
+/// (here or, through [`crate::invalidation`], on another instance) is never cached.
 #[derive(Default)]
 pub struct SessionCache {
     entries: Mutex<HashMap<Uuid, (Uuid, Instant)>>,
+    generation: AtomicU64,
 }
 
 impl SessionCache {
+    /// Read before asking the database; pass to [`Self::put`].
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     fn get(&self, session_id: Uuid) -> Option<Uuid> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
@@ -47,8 +60,11 @@ impl SessionCache {
             .map(|(user, _)| *user)
     }
 
-    fn put(&self, session_id: Uuid, user_id: Uuid) {
+    fn put(&self, session_id: Uuid, user_id: Uuid, generation: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         if entries.len() >= SESSION_CACHE_MAX {
             entries.retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);
             if entries.len() >= SESSION_CACHE_MAX {
@@ -58,12 +74,21 @@ impl SessionCache {
         entries.insert(session_id, (user_id, Instant::now()));
     }
 
-    /// Forgets ended sessions at once (called in the request that ends them).
-    pub fn evict<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
+    /// Forgets ended sessions at once. Use [`AppState::sessions_ended`], which also tells
+    /// the other instances.
+    pub(crate) fn evict<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for id in session_ids {
             entries.remove(id);
         }
+    }
+
+    /// Forgets everything (when invalidation messages may have been missed).
+    pub(crate) fn clear(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
     }
 }
 
@@ -112,11 +137,12 @@ impl FromRequestParts<AppState> for AuthUser {
         let live = match state.sessions.get(claims.sid) {
             Some(user) => Some(user),
             None => {
+                let generation = state.sessions.generation();
                 let user =
                     rampart_store::sessions::live_user(&state.db, claims.sid, state.clock.now_ms())
                         .await?;
                 if let Some(user) = user {
-                    state.sessions.put(claims.sid, user);
+                    state.sessions.put(claims.sid, user, generation);
                 }
                 user
             }

@@ -4,10 +4,12 @@
 //!
 //! Permissions resolve from the database through [`PermissionCache`]: one query per user
 //! per [`PERMISSION_CACHE_TTL`] at most, none on a warm cache. Any change to roles, grants
-//! or assignments clears the cache on this instance in the same request, so it takes
-//! effect on the next request; the TTL bounds how long another instance can lag.
+//! or assignments clears the cache on this instance in the same request and, with Redis,
+//! on every other instance within milliseconds ([`crate::invalidation`]), so it takes
+//! effect on the next request; the TTL bounds the lag whatever happens to Redis.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,10 +32,12 @@ const PERMISSION_CACHE_MAX: usize = 100_000;
 /// A user's permissions and when they were read.
 type Entry = (Arc<BTreeSet<String>>, Instant);
 
-/// user id → its permissions.
+/// user id → its permissions. Like [`crate::auth::SessionCache`], an answer read while a
+/// change was being announced is not cached (the generation moved).
 #[derive(Default)]
 pub struct PermissionCache {
     entries: Mutex<HashMap<Uuid, Entry>>,
+    generation: AtomicU64,
 }
 
 impl PermissionCache {
@@ -51,8 +55,12 @@ impl PermissionCache {
                 return Ok(perms.clone());
             }
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let perms = Arc::new(rampart_store::rbac::user_permissions(&state.db, user_id).await?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return Ok(perms);
+        }
         if entries.len() >= PERMISSION_CACHE_MAX {
             entries.retain(|_, (_, at)| at.elapsed() < PERMISSION_CACHE_TTL);
             if entries.len() >= PERMISSION_CACHE_MAX {
@@ -63,12 +71,12 @@ impl PermissionCache {
         Ok(perms)
     }
 
-    /// Forgets everything: after any change to roles, grants or assignments.
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+    /// Forgets everything. Use [`AppState::permissions_changed`] after a change to roles,
+    /// grants or assignments, which also tells the other instances.
+    pub(crate) fn clear(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
     }
 }
 

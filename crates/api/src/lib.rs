@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod authz;
 pub mod extract;
+pub mod invalidation;
 pub mod middleware;
 pub mod pagination;
 pub mod problem;
@@ -105,10 +106,7 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
         limited = limited.merge(routing::guard_router(docs));
     }
     let guards = routing::Guards {
-        limiter: state.global_limiter.clone(),
-        login_limiter: state.login_limiter.clone(),
-        register_limiter: state.register_limiter.clone(),
-        reset_limiter: state.reset_limiter.clone(),
+        limits: state.rate_limits.clone(),
         max_body_bytes: config.max_body_bytes,
     };
 
@@ -195,12 +193,12 @@ pub async fn serve(
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            pruner_state.global_limiter.retain_recent();
-            pruner_state.login_limiter.retain_recent();
-            pruner_state.register_limiter.retain_recent();
-            pruner_state.reset_limiter.retain_recent();
+            pruner_state.rate_limits.retain_recent();
         }
     });
+
+    // Evictions announced by other instances (with Redis).
+    let subscriber = invalidation::spawn_subscriber(state.clone());
 
     let result = tokio::select! {
         result = &mut server => result,
@@ -218,6 +216,9 @@ pub async fn serve(
         }
     };
     pruner.abort();
+    if let Some(subscriber) = subscriber {
+        subscriber.abort();
+    }
     drop(stop_rx);
     result
 }

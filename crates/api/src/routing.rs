@@ -18,17 +18,14 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::UtoipaMethodRouter;
 
 use crate::extract::{ClientIp, is_json_utf8};
-use crate::middleware::rate_limit::IpRateLimiter;
+use crate::middleware::rate_limit::RateLimits;
 use crate::problem::Problem;
 use crate::state::AppState;
 
 /// Settings of the post-routing checks, shared by every route.
 #[derive(Clone)]
 pub struct Guards {
-    pub limiter: Arc<IpRateLimiter>,
-    pub login_limiter: Arc<IpRateLimiter>,
-    pub register_limiter: Arc<IpRateLimiter>,
-    pub reset_limiter: Arc<IpRateLimiter>,
+    pub limits: Arc<RateLimits>,
     pub max_body_bytes: usize,
 }
 
@@ -194,18 +191,7 @@ async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) 
         .extensions()
         .get::<ClientIp>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
-    if let Err(secs) = guards.limiter.check(ip) {
-        return Problem::rate_limited(secs).into_response();
-    }
-    let route_limiter = match limit {
-        Some(RouteLimit::Login) => Some(&guards.login_limiter),
-        Some(RouteLimit::Register) => Some(&guards.register_limiter),
-        Some(RouteLimit::Reset) => Some(&guards.reset_limiter),
-        None => None,
-    };
-    if let Some(limiter) = route_limiter
-        && let Err(secs) = limiter.check(ip)
-    {
+    if let Err(secs) = guards.limits.check(ip, limit).await {
         return Problem::rate_limited(secs).into_response();
     }
     if let Some(problem) = body_problem(&req) {

@@ -15,7 +15,7 @@ use rampart_store::{Db, Redis};
 
 use crate::auth::SessionCache;
 use crate::authz::PermissionCache;
-use crate::middleware::rate_limit::IpRateLimiter;
+use crate::middleware::rate_limit::RateLimits;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,11 +33,11 @@ pub struct AppState {
     /// Seals secrets at rest (TOTP seeds).
     pub data_keys: Arc<DataKeys>,
     pub mailer: Arc<Mailer>,
-    pub(crate) global_limiter: Arc<IpRateLimiter>,
-    pub(crate) login_limiter: Arc<IpRateLimiter>,
-    pub(crate) register_limiter: Arc<IpRateLimiter>,
-    pub(crate) reset_limiter: Arc<IpRateLimiter>,
+    /// Per-IP rate limits: in Redis when configured, else (or while it fails) in memory.
+    pub rate_limits: Arc<RateLimits>,
     draining: Arc<AtomicBool>,
+    /// Whether this instance listens to other instances' invalidations (with Redis).
+    pub(crate) invalidations_subscribed: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -70,12 +70,7 @@ impl AppState {
             .unwrap_or_else(HashPool::default_workers);
         let hashes = HashPool::new(hasher, workers, config.hash_queue)?;
         Ok(Self {
-            global_limiter: Arc::new(IpRateLimiter::per_minute(config.rate_limit_per_minute)),
-            login_limiter: Arc::new(IpRateLimiter::per_minute(config.login_rate_per_minute)),
-            register_limiter: Arc::new(IpRateLimiter::per_hour(config.register_rate_per_hour)),
-            reset_limiter: Arc::new(IpRateLimiter::per_hour(
-                config.reset_rate_per_hour.saturating_mul(4),
-            )),
+            rate_limits: Arc::new(RateLimits::new(&config, redis.clone())),
             data_keys: Arc::new(data_keys),
             mailer: Arc::new(mailer),
             password_policy: Arc::new(PasswordPolicy {
@@ -91,6 +86,7 @@ impl AppState {
             permissions: Arc::new(PermissionCache::default()),
             clock,
             draining: Arc::new(AtomicBool::new(false)),
+            invalidations_subscribed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -102,5 +98,10 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether other instances' invalidations reach this one (always false without Redis).
+    pub fn invalidations_subscribed(&self) -> bool {
+        self.invalidations_subscribed.load(Ordering::SeqCst)
     }
 }

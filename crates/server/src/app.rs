@@ -91,7 +91,7 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
     };
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
     let redis = match &config.redis_url {
-        Some(url) => Some(Redis::connect_lazy(url.expose())?),
+        Some(url) => Some(Redis::connect_lazy(url.expose(), &config.redis_prefix)?),
         None => None,
     };
     if config.is_production() {

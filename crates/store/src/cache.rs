@@ -1,17 +1,69 @@
-//! The Redis connection: one auto-reconnecting multiplexed connection per process.
+//! Redis: the state that several instances share, and nothing that must survive Redis.
 //!
-//! Connected lazily, so an instance starts (and reports "not ready") while Redis is down
-//! and recovers without a restart when it comes back. Today it backs the readiness check;
-//! shared rate limits and revocation state come with scale-out.
+//! - **Rate limits** ([`Redis::gcra`]): GCRA in one Lua script, so a check-and-consume of
+//!   several limits is one atomic round trip, and the time is Redis's own (`TIME`), so
+//!   instances with skewed clocks still agree.
+//! - **Invalidation** ([`Redis::publish_invalidation`], [`Redis::subscribe_invalidations`]):
+//!   a pub/sub channel telling every instance to forget cached session liveness or
+//!   permissions. A message can only make an instance *forget* (and re-read the database);
+//!   it never grants anything, so whoever can publish to Redis can cost database reads, not
+//!   bypass a check.
+//!
+//! Every key and the channel start with `RAMPART_REDIS_PREFIX`. The commands go over one
+//! auto-reconnecting multiplexed connection per process, connected lazily, so an instance
+//! starts (and reports "not ready") while Redis is down and recovers without a restart when
+//! it comes back. Callers decide what a failure means (see `docs/deployment.md`).
 
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::{Stream, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// How long a command may take before the caller falls back.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// KEYS: one key per limit; ARGV: per key, its emission interval and its tolerance (the
+/// whole period), in microseconds. Checks the limits in order and consumes each one that
+/// admits the request; stops at the first that refuses and returns its wait in
+/// microseconds (0 when every limit admitted the request). A limit of N per period P is
+/// the interval P/N with tolerance P: a burst of N, then one every P/N (contract §9).
+/// Keys expire when their budget is full again, so idle clients cost no memory.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - tolerance
+  if allow_at > now then
+    return allow_at - now
+  end
+  redis.call('SET', key, string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+end
+return 0
+";
+
+/// One limit to check: the key's name under the prefix, and its quota.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit<'a> {
+    /// e.g. `login` (the limiter) and the client's address.
+    pub name: &'a str,
+    pub subject: &'a str,
+    pub burst: u32,
+    pub period: Duration,
+}
 
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     manager: ConnectionManager,
+    prefix: String,
+    gcra: std::sync::Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -23,16 +75,21 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Parses `url` and prepares the connection without opening it.
-    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
+    pub fn connect_lazy(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL ({:?})", e.kind()))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1);
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .context("cannot prepare the Redis connection")?;
-        Ok(Self { manager })
+        Ok(Self {
+            client,
+            manager,
+            prefix: prefix.to_owned(),
+            gcra: std::sync::Arc::new(redis::Script::new(GCRA)),
+        })
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
@@ -43,5 +100,62 @@ impl Redis {
             .map_err(|e| anyhow::anyhow!("Redis did not answer PING ({:?})", e.kind()))?;
         anyhow::ensure!(pong == "PONG", "Redis answered PING unexpectedly");
         Ok(())
+    }
+
+    /// Checks and consumes `limits` in order, atomically (see [`GCRA`]). `Ok(None)`: every
+    /// limit admitted the request; `Ok(Some(wait))`: one refused it, retry after `wait`.
+    pub async fn gcra(&self, limits: &[Limit<'_>]) -> anyhow::Result<Option<Duration>> {
+        let mut invocation = self.gcra.prepare_invoke();
+        for limit in limits {
+            let period_us = u64::try_from(limit.period.as_micros()).unwrap_or(u64::MAX);
+            let interval_us = (period_us / u64::from(limit.burst.max(1))).max(1);
+            invocation
+                .key(format!(
+                    "{}:rl:{}:{}",
+                    self.prefix, limit.name, limit.subject
+                ))
+                .arg(interval_us)
+                .arg(period_us);
+        }
+        let mut conn = self.manager.clone();
+        let wait_us: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis rate-limit script failed ({:?})", e.kind()))?;
+        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us.unsigned_abs())))
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:invalidate", self.prefix)
+    }
+
+    /// Tells every instance (this one included) to forget what `message` names.
+    pub async fn publish_invalidation(&self, message: &str) -> anyhow::Result<()> {
+        let mut conn = self.manager.clone();
+        let _receivers: i64 = redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis PUBLISH failed ({:?})", e.kind()))?;
+        Ok(())
+    }
+
+    /// A dedicated connection subscribed to the invalidation channel; the stream ends when
+    /// that connection is lost (the caller then resubscribes).
+    pub async fn subscribe_invalidations(
+        &self,
+    ) -> anyhow::Result<impl Stream<Item = String> + Send + use<>> {
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer in time"))?
+            .map_err(|e| anyhow::anyhow!("cannot open the Redis subscription ({:?})", e.kind()))?;
+        tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(self.channel()))
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer in time"))?
+            .map_err(|e| anyhow::anyhow!("Redis SUBSCRIBE failed ({:?})", e.kind()))?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|msg| std::future::ready(msg.get_payload::<String>().ok())))
     }
 }

@@ -50,5 +50,5 @@ pub mod sessions;
 mod types;
 pub mod users;
 
-pub use cache::Redis;
+pub use cache::{Limit, Redis};
 pub use db::{Backend, Db, Tx};

@@ -74,7 +74,13 @@ async fn ready(State(state): State<AppState>) -> Response {
         None => None,
         Some(redis) => Some(
             match tokio::time::timeout(PING_TIMEOUT, redis.ping()).await {
-                Ok(Ok(())) => "ok",
+                // Answering is not enough: the instance must also hear other instances'
+                // invalidations (crate::invalidation).
+                Ok(Ok(())) if state.invalidations_subscribed() => "ok",
+                Ok(Ok(())) => {
+                    tracing::warn!("readiness: not subscribed to invalidations yet");
+                    "failing"
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = format!("{e:#}"), "readiness: redis ping failed");
                     "failing"

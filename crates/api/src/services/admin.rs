@@ -124,8 +124,8 @@ pub async fn update_user(
         &event,
     )
     .await?;
-    state.sessions.evict(&ended);
-    state.permissions.clear();
+    state.sessions_ended(&ended);
+    state.permissions_changed();
     Ok(user)
 }
 
@@ -140,8 +140,8 @@ pub async fn delete_user(
         .with_actor(caller.user_id)
         .with_target("user", id.to_string());
     let ended = users::soft_delete(&state.db, id, state.clock.now_ms(), &event).await?;
-    state.sessions.evict(&ended);
-    state.permissions.clear();
+    state.sessions_ended(&ended);
+    state.permissions_changed();
     Ok(())
 }
 
@@ -168,7 +168,7 @@ pub async fn end_user_sessions(
         Some(&event),
     )
     .await?;
-    state.sessions.evict(&ended);
+    state.sessions_ended(&ended);
     Ok(())
 }
 
@@ -221,7 +221,7 @@ pub async fn set_roles(
         .with_target("user", id.to_string())
         .with_details(serde_json::json!({"from": target.roles, "to": names}));
     let user = rbac::set_user_roles(&state.db, id, &names, state.clock.now_ms(), &event).await?;
-    state.permissions.clear();
+    state.permissions_changed();
     Ok(user)
 }
 
@@ -269,7 +269,7 @@ pub async fn create_role(
         &event,
     )
     .await?;
-    state.permissions.clear();
+    state.permissions_changed();
     Ok(role)
 }
 
@@ -331,7 +331,7 @@ pub async fn update_role(
         &event,
     )
     .await?;
-    state.permissions.clear();
+    state.permissions_changed();
     Ok(role)
 }
 
@@ -350,6 +350,6 @@ pub async fn delete_role(
         .with_target("role", id.to_string())
         .with_details(serde_json::json!({"name": current.name}));
     rbac::delete_role(&state.db, id, state.clock.now_ms(), &event).await?;
-    state.permissions.clear();
+    state.permissions_changed();
     Ok(())
 }

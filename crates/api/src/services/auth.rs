@@ -333,7 +333,7 @@ pub async fn refresh(
             })
         }
         Rotation::Reused { session_id, .. } => {
-            state.sessions.evict([&session_id]);
+            state.sessions_ended([&session_id]);
             Err(Error::Unauthenticated)
         }
         Rotation::Invalid => Err(Error::Unauthenticated),
@@ -355,7 +355,7 @@ pub async fn logout(state: &AppState, meta: &RequestMeta, user: AuthUser) -> Res
         Some(&event),
     )
     .await?;
-    state.sessions.evict([&user.session_id]);
+    state.sessions_ended([&user.session_id]);
     Ok(())
 }
 
@@ -394,7 +394,7 @@ pub async fn logout_all(state: &AppState, meta: &RequestMeta, user: AuthUser) ->
         Some(&event),
     )
     .await?;
-    state.sessions.evict(&ended);
+    state.sessions_ended(&ended);
     Ok(())
 }
 
@@ -421,7 +421,7 @@ pub async fn end_session(
     if !ended {
         return Err(Error::NotFound);
     }
-    state.sessions.evict([&session_id]);
+    state.sessions_ended([&session_id]);
     Ok(())
 }
 
@@ -476,7 +476,7 @@ pub async fn change_password(
     let ended =
         users::change_password(&state.db, user.user_id, &hash, state.clock.now_ms(), &event)
             .await?;
-    state.sessions.evict(&ended);
+    state.sessions_ended(&ended);
     Ok(())
 }
 

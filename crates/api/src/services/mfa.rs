@@ -104,7 +104,7 @@ pub async fn enable(
         &event,
     )
     .await?;
-    state.sessions.evict(&ended);
+    state.sessions_ended(&ended);
     Ok(codes)
 }
 
@@ -201,7 +201,7 @@ pub async fn disable(
         &event,
     )
     .await?;
-    state.sessions.evict(&ended);
+    state.sessions_ended(&ended);
     Ok(())
 }
 
@@ -371,6 +371,6 @@ pub async fn confirm_reset(
     let (_, ended) = resets::confirm(&state.db, &hash, &new_hash, state.clock.now_ms(), &event)
         .await?
         .ok_or_else(invalid)?;
-    state.sessions.evict(&ended);
+    state.sessions_ended(&ended);
     Ok(())
 }

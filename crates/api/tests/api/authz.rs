@@ -94,7 +94,7 @@ impl TestApp {
         )
         .await
         .unwrap();
-        self.state.permissions.clear();
+        self.state.permissions_changed();
     }
 
     /// A fresh user holding the `admin` role.
@@ -121,7 +121,7 @@ impl TestApp {
         )
         .await
         .unwrap();
-        self.state.permissions.clear();
+        self.state.permissions_changed();
         role.id.to_string()
     }
 }

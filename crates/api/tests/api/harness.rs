@@ -153,6 +153,8 @@ impl TestApp {
         let keys_dir = tempfile::tempdir().unwrap();
         let keys_path = keys_dir.path().display().to_string();
         let outbox = keys_dir.path().join("outbox").display().to_string();
+        // Tests share one Redis: each app gets its own keys and channel unless told otherwise.
+        let redis_prefix = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut pairs: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &db_handle.url),
             ("RAMPART_BIND", "127.0.0.1:0"),
@@ -162,6 +164,7 @@ impl TestApp {
             ("RAMPART_DB_POOL_SIZE", "5"),
             ("RAMPART_MAIL_OUTBOX", &outbox),
             ("RAMPART_PUBLIC_URL", "https://app.example"),
+            ("RAMPART_REDIS_PREFIX", &redis_prefix),
             // Fast hashing in tests only; the timing test sets the real parameters.
             ("RAMPART_ARGON2_MEMORY_KIB", "64"),
             ("RAMPART_ARGON2_ITERATIONS", "1"),
@@ -185,10 +188,9 @@ impl TestApp {
         )
         .await
         .unwrap();
-        let redis = config
-            .redis_url
-            .as_ref()
-            .map(|url| rampart_store::Redis::connect_lazy(url.expose()).unwrap());
+        let redis = config.redis_url.as_ref().map(|url| {
+            rampart_store::Redis::connect_lazy(url.expose(), &config.redis_prefix).unwrap()
+        });
         let deadline = config.shutdown_timeout;
         let clock = Arc::new(OffsetClock::default());
         let mut key = [0u8; 32];

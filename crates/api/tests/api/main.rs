@@ -8,3 +8,4 @@ mod authz;
 mod identity;
 mod mfa;
 mod pipeline;
+mod scale;

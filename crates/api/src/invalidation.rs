@@ -1,0 +1,128 @@
+//! Telling every instance that cached session liveness or permissions went stale.
+//!
+//! Each instance caches "session S is live" ([`crate::auth::SessionCache`]) and "user U
+//! holds these permissions" ([`crate::authz::PermissionCache`]) for at most one second.
+//! A change made on one instance evicts its own cache in the same request, and — with
+//! `REDIS_URL` — publishes a message on `<prefix>:invalidate` that every instance's
+//! subscriber applies as soon as it arrives (milliseconds). Without Redis, or while it is
+//! unreachable, the one-second expiry is the bound: a revocation is never lost, it only
+//! takes up to a second longer to reach other instances. Nothing here ever *admits* a
+//! request: a message can only make an instance forget and re-read the database.
+//!
+//! Messages: `s:<uuid>,<uuid>,…` (these sessions ended) and `p` (roles, grants or
+//! assignments changed: forget every cached permission set). Unknown messages are
+//! ignored. When the subscription (re)connects, both caches are cleared, since messages
+//! may have been missed while it was down. Until it is subscribed, `/health/ready` reports
+//! the `redis` check as failing.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use crate::state::AppState;
+
+const PERMISSIONS: &str = "p";
+const SESSIONS: &str = "s:";
+/// Sessions per message, so one `logout-all` of a huge account stays a few small messages.
+const SESSIONS_PER_MESSAGE: usize = 500;
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(200);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+impl AppState {
+    /// After sessions ended (logout, revocation, password change, user disabled or
+    /// deleted): forget them here at once and tell the other instances.
+    pub fn sessions_ended<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
+        let ids: Vec<Uuid> = session_ids.into_iter().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        self.sessions.evict(&ids);
+        for chunk in ids.chunks(SESSIONS_PER_MESSAGE) {
+            let list: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+            self.publish(format!("{SESSIONS}{}", list.join(",")));
+        }
+    }
+
+    /// After any change to roles, grants or role assignments.
+    pub fn permissions_changed(&self) {
+        self.permissions.clear();
+        self.publish(PERMISSIONS.to_owned());
+    }
+
+    /// Sends without making the request wait: the change is committed and this instance is
+    /// already up to date; others are bounded by the cache expiry if the message is lost.
+    fn publish(&self, message: String) {
+        let Some(redis) = self.redis.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = redis.publish_invalidation(&message).await {
+                tracing::warn!(
+                    error = %e,
+                    "could not announce an invalidation; other instances catch up within 1 s"
+                );
+            }
+        });
+    }
+
+    fn apply_invalidation(&self, message: &str) {
+        if message == PERMISSIONS {
+            self.permissions.clear();
+        } else if let Some(list) = message.strip_prefix(SESSIONS) {
+            let ids: Vec<Uuid> = list
+                .split(',')
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect();
+            self.sessions.evict(&ids);
+        } else {
+            tracing::debug!("ignored an unknown invalidation message");
+        }
+    }
+}
+
+/// Subscribes to the invalidation channel and keeps resubscribing after failures, until
+/// the task is aborted. Does nothing without Redis.
+pub fn spawn_subscriber(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let redis = state.redis.clone()?;
+    Some(tokio::spawn(async move {
+        let mut backoff = RESUBSCRIBE_MIN;
+        let mut failing = false;
+        loop {
+            match redis.subscribe_invalidations().await {
+                Ok(mut messages) => {
+                    // Anything published while we were not listening is lost: start over.
+                    state.sessions.clear();
+                    state.permissions.clear();
+                    backoff = RESUBSCRIBE_MIN;
+                    state.invalidations_subscribed.store(true, Ordering::SeqCst);
+                    if failing {
+                        tracing::info!("invalidation channel subscribed again");
+                    }
+                    while let Some(message) = messages.next().await {
+                        state.apply_invalidation(&message);
+                    }
+                    state
+                        .invalidations_subscribed
+                        .store(false, Ordering::SeqCst);
+                    tracing::warn!(
+                        "invalidation channel lost; caches expire within 1 s until it is back"
+                    );
+                    failing = true;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot subscribe to invalidations; caches expire within 1 s until Redis answers"
+                        );
+                        failing = true;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+        }
+    }))
+}
