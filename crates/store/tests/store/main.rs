@@ -13,6 +13,7 @@ mod mfa;
 mod migrations;
 mod notes;
 mod rbac;
+mod redis;
 mod resets;
 mod sessions;
 mod users;
