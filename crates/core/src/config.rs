@@ -631,6 +631,11 @@ impl Config {
         if let Some(problem) = postgres_tls_problem(&self.database_url) {
             problems.push(format!("DATABASE_URL: {problem}"));
         }
+        if let Some(url) = &self.redis_url
+            && let Some(problem) = redis_tls_problem(&url.0)
+        {
+            problems.push(format!("REDIS_URL: {problem}"));
+        }
         for name in &src.unknown {
             problems.push(format!(
                 "{name}: unknown variable (a typo?); remove it or fix its name"
@@ -736,6 +741,26 @@ fn postgres_tls_problem(raw: &str) -> Option<&'static str> {
     }
 }
 
+/// Production rule (a Rampart addition, like the PostgreSQL one): a Redis that is not on
+/// this host is reached over TLS with certificate checks (`rediss://`, without redis-rs's
+/// `#insecure`), since its traffic carries client addresses and session ids.
+fn redis_tls_problem(raw: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(raw) else {
+        return Some("is not a valid URL");
+    };
+    if url.scheme() == "rediss" {
+        return (url.fragment() == Some("insecure"))
+            .then_some("rediss://…#insecure checks no certificate; remove #insecure");
+    }
+    let host = url.host_str().unwrap_or_default();
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!local).then_some("a Redis server that is not on this host must use rediss:// (TLS)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,6 +863,32 @@ mod tests {
         let src = Sources::from_pairs(pairs.iter().copied());
         let c = Config::load(&src).unwrap();
         c.production_problems(&src, true)
+    }
+
+    #[test]
+    fn production_wants_tls_for_a_remote_redis() {
+        let with = |url: &'static str| {
+            let mut pairs = prod_ok();
+            pairs.push(("REDIS_URL", url));
+            prod_problems(&pairs)
+        };
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://localhost/0",
+            "redis://[::1]:6379",
+            "rediss://:pw@redis.example:6380/0",
+        ] {
+            assert_eq!(with(ok), Vec::<String>::new(), "{ok}");
+        }
+        for bad in [
+            "redis://:pw@redis.example:6379",
+            "rediss://redis.example/#insecure",
+        ] {
+            let problems = with(bad);
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert!(problems[0].starts_with("REDIS_URL: "), "{problems:?}");
+            assert!(!problems[0].contains("pw@"), "never echoes the URL");
+        }
     }
 
     #[test]
