@@ -7,9 +7,12 @@ mod support;
 
 mod admin;
 mod audit;
+mod cluster;
 mod data_keys;
 mod keys;
 mod logs;
+mod outage;
+mod private_services;
 mod production;
 mod queries;
 mod restart;
