@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod authz;
 pub mod extract;
+pub mod jobs;
 pub mod invalidation;
 pub mod middleware;
 pub mod pagination;
@@ -200,6 +201,9 @@ pub async fn serve(
     // Evictions announced by other instances (with Redis).
     let subscriber = invalidation::spawn_subscriber(state.clone());
 
+    // Deletes expired rows, one instance at a time; aborted below like the pruner.
+    let purger = jobs::spawn_purge(state.clone());
+
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
@@ -216,6 +220,7 @@ pub async fn serve(
         }
     };
     pruner.abort();
+    purger.abort();
     if let Some(subscriber) = subscriber {
         subscriber.abort();
     }

@@ -58,6 +58,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     display_name,
                 },
         } => admin_create(&config, &email, &display_name).await,
+        Command::Purge => purge(&config).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => return audit_verify(&config).await,
@@ -339,6 +340,32 @@ fn keys_command(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         keys::generate(&dir, alg)?
     };
     println!("{kid}");
+    Ok(())
+}
+
+/// `rampart purge`: one purge now, under the same rules and lock as the servers' periodic
+/// one (`rampart_api::jobs`).
+async fn purge(config: &Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url, 2).await?;
+    let purged = async {
+        if db.pending_migrations().await? > 0 {
+            anyhow::bail!("the database has pending migrations; run `rampart migrate` first");
+        }
+        let policy = rampart_api::jobs::purge_policy(config);
+        rampart_store::purge::purge_expired(&db, SystemClock.now_ms(), &policy)
+            .await
+            .map_err(|e| anyhow::anyhow!("purging expired rows: {e}"))
+    }
+    .await;
+    db.close().await;
+    match purged? {
+        Some(c) => println!(
+            "purged: {} session(s), {} refresh token(s), {} MFA challenge(s), \
+             {} password-reset token(s), {} lockout counter(s)",
+            c.sessions, c.refresh_tokens, c.mfa_challenges, c.password_resets, c.lockouts
+        ),
+        None => println!("another instance is purging; nothing done"),
+    }
     Ok(())
 }
 

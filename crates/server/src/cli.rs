@@ -35,6 +35,10 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Delete expired sessions, refresh tokens, MFA challenges, password-reset tokens and
+    /// lockout counters now (what running servers do every RAMPART_PURGE_INTERVAL), print
+    /// the counts and exit. Audit records are never deleted.
+    Purge,
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]

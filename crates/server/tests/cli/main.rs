@@ -14,6 +14,7 @@ mod logs;
 mod outage;
 mod private_services;
 mod production;
+mod purge;
 mod queries;
 mod restart;
 mod serve;

@@ -12,6 +12,7 @@ mod mail;
 mod mfa;
 mod migrations;
 mod notes;
+mod purge;
 mod rbac;
 mod redis;
 mod resets;
