@@ -16,5 +16,6 @@ mod private_services;
 mod production;
 mod purge;
 mod queries;
+mod redis_tls;
 mod restart;
 mod serve;

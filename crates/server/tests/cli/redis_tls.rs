@@ -1,0 +1,178 @@
+//! `rediss://`: Rampart reaches Redis over TLS and verifies its certificate against the
+//! system trust store (here a test CA given through `SSL_CERT_FILE`, which
+//! rustls-native-certs honours). A certificate it cannot verify keeps the instance not
+//! ready instead of connecting anyway.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{Server, free_port, path_str, rampart, tempdir};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A CA and a certificate for `localhost` signed by it.
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
+    ca.extend(["-subj", "/CN=rampart test CA"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+struct TlsRedis(std::process::Child);
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tls_redis(dir: &Path, port: u16) -> TlsRedis {
+    let child = std::process::Command::new("redis-server")
+        .current_dir(dir)
+        .args(["--port", "0", "--tls-port", &port.to_string()])
+        .args(["--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key"])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", &path_str(dir)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    TlsRedis(child)
+}
+
+fn tools_present() -> bool {
+    let present = |p: &str| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if present("openssl") && present("redis-server") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "openssl and redis-server are needed in CI"
+    );
+    eprintln!("notice: openssl or redis-server missing, skipping the Redis TLS test");
+    false
+}
+
+#[tokio::test]
+async fn rediss_verifies_the_certificate() {
+    if !tools_present() {
+        return;
+    }
+    let certs = tempdir();
+    make_certificates(certs.path());
+    let port = free_port();
+    let _redis = start_tls_redis(certs.path(), port);
+    let url = format!("rediss://localhost:{port}/0");
+    let ca = path_str(&certs.path().join("ca.pem"));
+
+    // Trusted CA: ready, with Redis answering over TLS.
+    let dir = tempdir();
+    let mut trusted = Server::start(
+        dir.path(),
+        &[("REDIS_URL", &url), ("SSL_CERT_FILE", &ca)],
+        &["serve"],
+    )
+    .await;
+    let body: serde_json::Value = trusted
+        .client
+        .get(trusted.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["checks"]["redis"], "ok", "{body}");
+    trusted.stop_with("TERM").await;
+
+    // The same server, but its CA is not trusted: never ready, Redis named.
+    let dir = tempdir();
+    let bind_port = free_port();
+    let bind = format!("127.0.0.1:{bind_port}");
+    let mut child = rampart(dir.path(), &[("REDIS_URL", &url), ("RAMPART_BIND", &bind)])
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ready = format!("http://{bind}/health/ready");
+    let mut last = None;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(&ready).send().await {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(status, 503, "an unverified Redis must not count as ready");
+            last = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = last.expect("the server answered");
+    assert_eq!(body["checks"]["redis"], "failing", "{body}");
+    let _ = child.kill().await;
+}
