@@ -5,8 +5,8 @@
 pub mod auth;
 pub mod authz;
 pub mod extract;
-pub mod jobs;
 pub mod invalidation;
+pub mod jobs;
 pub mod middleware;
 pub mod pagination;
 pub mod problem;
