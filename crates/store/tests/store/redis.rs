@@ -67,7 +67,11 @@ async fn gcra_checks_limits_in_order_and_stops_at_the_first_refusal() {
     ];
     assert_eq!(redis.gcra(&both).await.unwrap(), None);
     // The route limit refuses; the global one was still consumed (as in memory).
-    let wait = redis.gcra(&both).await.unwrap().expect("login limit refuses");
+    let wait = redis
+        .gcra(&both)
+        .await
+        .unwrap()
+        .expect("login limit refuses");
     assert!(wait > Duration::from_secs(50), "{wait:?}");
     let global = [limit("global", "198.51.100.7", 3, minute)];
     assert_eq!(redis.gcra(&global).await.unwrap(), None, "third of three");
