@@ -11,6 +11,12 @@
 //!    and its latency is measured from that due time, so a stalled server cannot hide its
 //!    stall by delaying the probe (no coordinated omission).
 //!
+//! With `--instances N`, N `rampart serve` processes share the database, the key directory
+//! and (with `--redis-url`) Redis, and every phase spreads its connections over them as a
+//! least-connections load balancer would with equal backends: connection i goes to instance
+//! i mod N. Rows report the aggregate rate and the percentiles of all requests together,
+//! then each instance's rate.
+//!
 //! Latencies are kept in full and summarised with nearest-rank percentiles.
 
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use rampart_core::passwords::{HashParams, HashPool};
 use tokio::sync::watch;
 
 use crate::http::{self, Body, Conn, Target};
-use crate::server::{Database, Server};
+use crate::server::{Cluster, Database, RedisSettings};
 use crate::stats::{self, CpuSnapshot, CpuUse, Outcomes, Summary};
 use crate::{LoadArgs, crypto};
 
@@ -36,6 +42,15 @@ const WARM_UP: Duration = Duration::from_secs(2);
 pub fn run(args: &LoadArgs) -> Result<()> {
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--concurrency needs positive values");
+    }
+    if args.instances == 0 {
+        bail!("--instances must be positive");
+    }
+    if args.concurrency.iter().any(|&c| c < args.instances) {
+        bail!(
+            "every --concurrency value must be at least --instances ({}), so that each instance gets a connection",
+            args.instances
+        );
     }
     if args.users == 0 || args.login_clients == 0 || args.probe_rate == 0 {
         bail!("--users, --login-clients and --probe-rate must be positive");
@@ -60,6 +75,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let limits = HashLimit {
         rate: hash_rate,
         workers,
+        instances: args.instances,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -71,27 +87,33 @@ pub fn run(args: &LoadArgs) -> Result<()> {
 #[derive(Clone, Copy)]
 struct HashLimit {
     rate: f64,
+    /// Hash workers of each instance.
     workers: usize,
+    instances: usize,
 }
 
 impl HashLimit {
+    /// Every instance's pool together (on one machine, also bounded by its cores).
     fn limit(self) -> f64 {
-        self.rate * self.workers as f64
+        self.rate * (self.workers * self.instances) as f64
     }
 }
 
 async fn run_async(args: &LoadArgs, limits: HashLimit) -> Result<()> {
     let db = Database::create(args.database_url.as_deref()).await?;
+    let redis = args.redis_url.as_deref().map(RedisSettings::new);
     let outcome = async {
-        let server = Server::start(
+        let cluster = Cluster::start(
             &args.bin,
             db.url.as_deref(),
+            redis.as_ref(),
             args.alg.as_str(),
             &args.server_env,
+            args.instances,
         )
         .await?;
-        let result = phases(args, &server, db.backend(), limits).await;
-        server.stop().await?;
+        let result = phases(args, &cluster, db.backend(), redis.as_ref(), limits).await;
+        cluster.stop().await?;
         result
     }
     .await;
@@ -110,6 +132,8 @@ struct Row {
     latency: Summary,
     errors: String,
     cpu: Option<CpuUse>,
+    /// ok/s of each instance (printed when there are several).
+    per_instance: Vec<f64>,
 }
 
 impl Row {
@@ -125,6 +149,13 @@ impl Row {
             stats::ms(self.latency.max),
             self.errors
         );
+        if self.per_instance.len() > 1 {
+            println!(
+                "{:<34} ok/s per instance: {}",
+                "",
+                per_instance(&self.per_instance)
+            );
+        }
         if let Some(cpu) = &self.cpu {
             println!("{:<34} cpu (cores): {}", "", cpu.describe());
         }
@@ -138,48 +169,113 @@ fn print_header() {
     );
 }
 
-async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLimit) -> Result<()> {
-    let target = Target::new(server.addr)?;
+fn per_instance(rates: &[f64]) -> String {
+    let rates: Vec<String> = rates
+        .iter()
+        .enumerate()
+        .map(|(i, rate)| format!("#{} {rate:.0}", i + 1))
+        .collect();
+    rates.join(", ")
+}
+
+/// How the instances reach Redis, for the report: `(used, description)`.
+fn redis_fact(args: &LoadArgs, redis: Option<&RedisSettings>) -> (bool, String) {
+    match redis {
+        Some(redis) => (
+            true,
+            format!(
+                "{} with prefix {} (shared rate limits: one Redis round trip per request)",
+                redis.display_url(),
+                redis.prefix
+            ),
+        ),
+        None if args.server_env.iter().any(|(k, _)| k == "REDIS_URL") => {
+            (true, "REDIS_URL given by --server-env".to_owned())
+        }
+        None => (
+            false,
+            "none (each instance enforces the rate limits in its own memory)".to_owned(),
+        ),
+    }
+}
+
+async fn phases(
+    args: &LoadArgs,
+    cluster: &Cluster,
+    backend: &str,
+    redis: Option<&RedisSettings>,
+    limits: HashLimit,
+) -> Result<()> {
+    let targets: Vec<Target> = cluster
+        .instances
+        .iter()
+        .map(|instance| Target::new(instance.addr))
+        .collect::<Result<_>>()?;
+    let pids = cluster.pids();
+    let instances = targets.len();
     let seconds = Duration::from_secs(args.seconds.max(1));
     let hz = stats::clock_ticks();
+    let (redis_used, redis_text) = redis_fact(args, redis);
+    let with_redis = if redis_used {
+        "with Redis"
+    } else {
+        "without Redis"
+    };
 
     let params = HashParams::default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut facts = stats::machine_facts();
+    let servers: Vec<String> = cluster
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, instance)| format!("#{} pid {} on {}", i + 1, instance.pid, instance.addr))
+        .collect();
     facts.extend([
         ("server backend".to_owned(), backend.to_owned()),
         (
-            "server".to_owned(),
+            "instances".to_owned(),
             format!(
-                "{} (pid {}) on {}",
+                "{instances} × {}, one database, one key directory (active kid {})",
                 args.bin.display(),
-                server.pid,
-                server.addr
+                cluster.kid
             ),
         ),
+        ("servers".to_owned(), servers.join("; ")),
+        ("redis".to_owned(), redis_text),
         ("signing algorithm".to_owned(), args.alg.as_str().to_owned()),
         (
             "argon2id params".to_owned(),
             format!("m={} KiB, t={}, p={}", params.m_kib, params.t, params.p),
         ),
-        ("hash workers".to_owned(), limits.workers.to_string()),
+        (
+            "hash workers".to_owned(),
+            format!("{} per instance", limits.workers),
+        ),
         (
             "hashing limit".to_owned(),
             format!(
-                "{:.1} hashes/s ({} × {:.1}/s single-thread, {})",
+                "{:.1} hashes/s ({} instance(s) × {} worker(s) × {:.1}/s single-thread, {}){}",
                 limits.limit(),
+                instances,
                 limits.workers,
                 limits.rate,
                 if args.hash_rate.is_some() {
                     "given by --hash-rate"
                 } else {
                     "measured just before"
+                },
+                if limits.workers * instances > cores {
+                    "; more hash threads than cores: the cores, not the pools, bound logins"
+                } else {
+                    ""
                 }
             ),
         ),
         (
             "load generator".to_owned(),
             format!(
-                "same machine, {} runtime thread(s), one hyper HTTP/1.1 connection per task",
+                "same machine, {} runtime thread(s), one hyper HTTP/1.1 connection per task, connection i to instance i mod {instances}",
                 args.client_threads.max(1)
             ),
         ),
@@ -192,11 +288,14 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
             .collect();
         facts.push(("extra server env".to_owned(), extra.join(" ")));
     }
-    println!("\nrampart-bench load ({} s per phase)", seconds.as_secs());
+    println!(
+        "\nrampart-bench load ({} s per phase, {instances} instance(s), {with_redis})",
+        seconds.as_secs()
+    );
     stats::print_facts(&facts);
 
     let setup_start = Instant::now();
-    let tokens = Arc::new(setup_users(&target, args.users).await?);
+    let tokens = Arc::new(setup_users(&targets, args.users).await?);
     let logins: Arc<Vec<Bytes>> = Arc::new(
         (0..args.users)
             .map(|i| {
@@ -212,9 +311,10 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
         setup_start.elapsed().as_secs_f64()
     );
 
-    let me = {
-        let (target, tokens) = (target.clone(), Arc::clone(&tokens));
-        Arc::new(move |task: usize, seq: u64| {
+    // Tokens issued by every instance are used on every instance.
+    let me: MakeRequest = {
+        let tokens = Arc::clone(&tokens);
+        Arc::new(move |target: &Target, task: usize, seq: u64| {
             let token = &tokens[(task + seq as usize) % tokens.len()];
             target.get("/api/v1/users/me", Some(token))
         })
@@ -222,7 +322,7 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
     let skip = |phase: &str| args.skip.iter().any(|s| s == phase);
 
     // Warm-up: connections, caches, the database's plan cache. Not reported.
-    let _ = closed_loop(&target, 16, WARM_UP, me.clone(), server.pid, hz).await?;
+    let _ = closed_loop(&targets, 16.max(instances), WARM_UP, me.clone(), &pids, hz).await?;
 
     println!();
     print_header();
@@ -230,7 +330,7 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
     if !skip("me") {
         for &connections in &args.concurrency {
             let (out, elapsed, cpu) =
-                closed_loop(&target, connections, seconds, me.clone(), server.pid, hz).await?;
+                closed_loop(&targets, connections, seconds, me.clone(), &pids, hz).await?;
             let row = row("GET /users/me", connections, out, elapsed, cpu);
             row.print();
             if best.as_ref().is_none_or(|b| row.rate > b.rate) {
@@ -242,12 +342,10 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
         .as_ref()
         .map_or(args.concurrency[0], |row| row.connections);
     if !skip("live") {
-        let live = {
-            let target = target.clone();
-            Arc::new(move |_: usize, _: u64| target.get("/health/live", None))
-        };
+        let live: MakeRequest =
+            Arc::new(|target: &Target, _: usize, _: u64| target.get("/health/live", None));
         let (out, elapsed, cpu) =
-            closed_loop(&target, best_connections, seconds, live, server.pid, hz).await?;
+            closed_loop(&targets, best_connections, seconds, live, &pids, hz).await?;
         row(
             "GET /health/live (ceiling)",
             best_connections,
@@ -261,12 +359,12 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
     let mut flood_summary = None;
     if !skip("flood") {
         let (logins_out, probe_out, elapsed, cpu) = login_flood(
-            &target,
+            &targets,
             args,
             seconds,
             Arc::clone(&logins),
             Arc::clone(&tokens),
-            server.pid,
+            &pids,
             hz,
         )
         .await?;
@@ -283,7 +381,7 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
         let probe_row = row(
             &format!("  paced GET /users/me @ {}/s", args.probe_rate),
             PROBE_CONNECTIONS,
-            probe,
+            vec![probe],
             elapsed,
             None,
         );
@@ -291,7 +389,7 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
         let service_row = row(
             "  (same, from actual send)",
             PROBE_CONNECTIONS,
-            service,
+            vec![service],
             elapsed,
             None,
         );
@@ -299,43 +397,71 @@ async fn phases(args: &LoadArgs, server: &Server, backend: &str, limits: HashLim
         flood_summary = Some((logins_row.rate, probe_row.latency));
     }
 
-    println!("\nacceptance figures ({backend}, {}):", args.alg.as_str());
+    // The goals were set for one instance; with several they are not printed.
+    let single = instances == 1;
+    println!(
+        "\nacceptance figures ({backend}, {}, {instances} instance(s), {with_redis}):",
+        args.alg.as_str()
+    );
     if let Some(best) = &best {
         println!(
-            "  /users/me throughput      {:>8.0} req/s at {} connections (goal ≥ 9000 on PostgreSQL)",
-            best.rate, best.connections
+            "  /users/me throughput      {:>8.0} req/s at {} connections, p50 {} ms, p99 {} ms{}",
+            best.rate,
+            best.connections,
+            stats::ms(best.latency.p50),
+            stats::ms(best.latency.p99),
+            if single {
+                " (goal ≥ 9000 on PostgreSQL)"
+            } else {
+                " (all instances together)"
+            }
         );
+        if !single {
+            println!(
+                "  …per instance             {}",
+                per_instance(&best.per_instance)
+            );
+        }
     }
     if let Some((login_rate, probe)) = flood_summary {
         println!(
-            "  login throughput          {:>8.1} logins/s = {:.2} of the hashing limit {:.1}/s (goal ≥ 0.90)",
+            "  login throughput          {:>8.1} logins/s = {:.2} of the hashing limit {:.1}/s{}",
             login_rate,
             login_rate / limits.limit(),
-            limits.limit()
+            limits.limit(),
+            if single { " (goal ≥ 0.90)" } else { "" }
         );
         println!(
-            "  /users/me during flood    p50 {} ms, p99 {} ms, max {} ms (goal: p99 < 10 ms)",
+            "  /users/me during flood    p50 {} ms, p99 {} ms, max {} ms{}",
             stats::ms(probe.p50),
             stats::ms(probe.p99),
-            stats::ms(probe.max)
+            stats::ms(probe.max),
+            if single { " (goal: p99 < 10 ms)" } else { "" }
         );
     }
     Ok(())
 }
 
+/// A row from the outcomes of each instance (one entry: no per-instance line).
 fn row(
     phase: &str,
     connections: usize,
-    mut out: Outcomes,
+    parts: Vec<Outcomes>,
     elapsed: Duration,
     cpu: Option<CpuUse>,
 ) -> Row {
+    let secs = elapsed.as_secs_f64();
+    let per_instance = parts.iter().map(|o| o.count(200) as f64 / secs).collect();
+    let mut out = Outcomes::default();
+    for part in parts {
+        out.merge(part);
+    }
     let ok = out.count(200);
     Row {
         phase: phase.to_owned(),
         connections,
         ok,
-        rate: ok as f64 / elapsed.as_secs_f64(),
+        rate: ok as f64 / secs,
         latency: stats::summarize(&mut out.latencies),
         errors: if out.non_200() == 0 {
             "0".to_owned()
@@ -343,6 +469,7 @@ fn row(
             out.describe_errors()
         },
         cpu,
+        per_instance,
     }
 }
 
@@ -350,13 +477,14 @@ fn email(i: usize) -> String {
     format!("bench{i}@bench.example")
 }
 
-/// Registers `users` users and logs each in; returns their bearer headers.
-async fn setup_users(target: &Target, users: usize) -> Result<Vec<HeaderValue>> {
+/// Registers `users` users and logs each in, spread over the instances; returns their
+/// bearer headers.
+async fn setup_users(targets: &[Target], users: usize) -> Result<Vec<HeaderValue>> {
     // A few at a time: each registration and login costs one Argon2 hash on the server.
     const PARALLEL: usize = 4;
     let mut tasks = Vec::new();
     for lane in 0..PARALLEL {
-        let target = target.clone();
+        let target = targets[lane % targets.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(target.addr).await?;
             let mut tokens = Vec::new();
@@ -403,7 +531,8 @@ async fn setup_users(target: &Target, users: usize) -> Result<Vec<HeaderValue>> 
     Ok(tokens)
 }
 
-type MakeRequest = Arc<dyn Fn(usize, u64) -> Result<hyper::Request<Body>> + Send + Sync>;
+/// The request of a task's `seq`-th turn, for the instance the task is connected to.
+type MakeRequest = Arc<dyn Fn(&Target, usize, u64) -> Result<hyper::Request<Body>> + Send + Sync>;
 
 /// The measured window `(start, deadline)`, sent once every connection is open.
 type Window = Option<(Instant, Instant)>;
@@ -413,23 +542,25 @@ async fn wait_start(rx: &mut watch::Receiver<Window>) -> Result<(Instant, Instan
     (*window).ok_or_else(|| anyhow!("no start signal"))
 }
 
-/// `connections` tasks, each on its own keep-alive connection, sending the next request as
-/// soon as the previous answer is read, for `duration`. Answers after the deadline are not
-/// counted.
+/// `connections` tasks, each on its own keep-alive connection to instance `task mod N`,
+/// sending the next request as soon as the previous answer is read, for `duration`.
+/// Answers after the deadline are not counted. Returns the outcomes of each instance.
 async fn closed_loop(
-    target: &Target,
+    targets: &[Target],
     connections: usize,
     duration: Duration,
     make: MakeRequest,
-    server_pid: u32,
+    server_pids: &[u32],
     hz: f64,
-) -> Result<(Outcomes, Duration, Option<CpuUse>)> {
+) -> Result<(Vec<Outcomes>, Duration, Option<CpuUse>)> {
     let (start_tx, start_rx) = watch::channel::<Window>(None);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(connections);
     let mut tasks = Vec::with_capacity(connections);
     for task in 0..connections {
         let (make, mut start_rx, ready_tx) =
             (Arc::clone(&make), start_rx.clone(), ready_tx.clone());
+        let instance = task % targets.len();
+        let target = targets[instance].clone();
         let addr = target.addr;
         tasks.push(tokio::spawn(async move {
             let mut conn = Some(Conn::open(addr).await?);
@@ -443,7 +574,7 @@ async fn closed_loop(
                 if sent >= deadline {
                     break;
                 }
-                let request = make(task, seq)?;
+                let request = make(&target, task, seq)?;
                 seq += 1;
                 if conn.is_none() {
                     match Conn::open(addr).await {
@@ -472,7 +603,7 @@ async fn closed_loop(
                     }
                 }
             }
-            anyhow::Ok(out)
+            anyhow::Ok((instance, out))
         }));
     }
     drop(ready_tx);
@@ -482,30 +613,37 @@ async fn closed_loop(
             .await
             .ok_or_else(|| anyhow!("a client task failed before the start"))?;
     }
-    let before = CpuSnapshot::take(server_pid);
+    let before = CpuSnapshot::take(server_pids);
     let start = Instant::now();
     let deadline = start + duration;
     start_tx.send(Some((start, deadline)))?;
     tokio::time::sleep_until(deadline.into()).await;
-    let cpu = CpuSnapshot::take(server_pid).since(&before, hz);
-    let mut all = Outcomes::default();
+    let cpu = CpuSnapshot::take(server_pids).since(&before, hz);
+    let mut per_instance = by_instance(targets.len());
     for task in tasks {
-        all.merge(task.await??);
+        let (instance, out) = task.await??;
+        per_instance[instance].merge(out);
     }
-    Ok((all, duration, Some(cpu)))
+    Ok((per_instance, duration, Some(cpu)))
 }
 
-/// Logins (closed loop) and the paced `/me` probe (open loop), started together.
+fn by_instance(instances: usize) -> Vec<Outcomes> {
+    (0..instances).map(|_| Outcomes::default()).collect()
+}
+
+/// Logins (closed loop) and the paced `/me` probe (open loop), started together; login
+/// client i and probe connection i go to instance i mod N. Returns the logins of each
+/// instance, and the probe's outcomes (all instances together).
 #[allow(clippy::too_many_arguments)]
 async fn login_flood(
-    target: &Target,
+    targets: &[Target],
     args: &LoadArgs,
     duration: Duration,
     logins: Arc<Vec<Bytes>>,
     tokens: Arc<Vec<HeaderValue>>,
-    server_pid: u32,
+    server_pids: &[u32],
     hz: f64,
-) -> Result<(Outcomes, (Outcomes, Outcomes), Duration, CpuUse)> {
+) -> Result<(Vec<Outcomes>, (Outcomes, Outcomes), Duration, CpuUse)> {
     let (start_tx, start_rx) = watch::channel::<Window>(None);
     let parties = args.login_clients + PROBE_CONNECTIONS;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(parties);
@@ -513,7 +651,8 @@ async fn login_flood(
     let mut flood = Vec::new();
     let login_clients = args.login_clients;
     for client in 0..login_clients {
-        let (target, logins) = (target.clone(), Arc::clone(&logins));
+        let instance = client % targets.len();
+        let (target, logins) = (targets[instance].clone(), Arc::clone(&logins));
         let (mut start_rx, ready_tx) = (start_rx.clone(), ready_tx.clone());
         flood.push(tokio::spawn(async move {
             let mut conn = Some(Conn::open(target.addr).await?);
@@ -557,14 +696,15 @@ async fn login_flood(
                     }
                 }
             }
-            anyhow::Ok(out)
+            anyhow::Ok((instance, out))
         }));
     }
 
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.probe_rate));
     let mut probes = Vec::new();
     for lane in 0..PROBE_CONNECTIONS {
-        let (target, tokens) = (target.clone(), Arc::clone(&tokens));
+        let target = targets[lane % targets.len()].clone();
+        let tokens = Arc::clone(&tokens);
         let (mut start_rx, ready_tx) = (start_rx.clone(), ready_tx.clone());
         probes.push(tokio::spawn(async move {
             let mut conn = Some(Conn::open(target.addr).await?);
@@ -623,16 +763,17 @@ async fn login_flood(
             .await
             .ok_or_else(|| anyhow!("a client task failed before the start"))?;
     }
-    let before = CpuSnapshot::take(server_pid);
+    let before = CpuSnapshot::take(server_pids);
     let start = Instant::now();
     let deadline = start + duration;
     start_tx.send(Some((start, deadline)))?;
     tokio::time::sleep_until(deadline.into()).await;
-    let cpu = CpuSnapshot::take(server_pid).since(&before, hz);
+    let cpu = CpuSnapshot::take(server_pids).since(&before, hz);
 
-    let mut logins_out = Outcomes::default();
+    let mut logins_out = by_instance(targets.len());
     for task in flood {
-        logins_out.merge(task.await??);
+        let (instance, out) = task.await??;
+        logins_out[instance].merge(out);
     }
     let (mut due, mut sent) = (Outcomes::default(), Outcomes::default());
     for task in probes {

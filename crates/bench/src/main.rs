@@ -5,7 +5,8 @@
 //!   the default parameters, single-threaded, plus the hashing limit of the server's pool
 //!   (`HashPool::default_workers()` × the single-thread rate) and the pool's measured
 //!   throughput.
-//! - `load`: starts the real `rampart` binary on a fresh database, then measures
+//! - `load`: starts the real `rampart` binary (one instance, or several sharing the
+//!   database, the signing keys and optionally Redis) on a fresh database, then measures
 //!   `GET /api/v1/users/me` throughput and a login flood with an open-loop `/me` probe.
 //!
 //! Build in release; see `docs/benchmarks.md` for the method and the figures.
@@ -52,6 +53,15 @@ pub struct LoadArgs {
     /// without it the server uses a SQLite file in a temp directory.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// `rampart serve` processes to start, on one database and one key directory; every
+    /// phase spreads its connections over them (connection i to instance i mod N).
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// A Redis server URL, given to every instance as `REDIS_URL` with a `RAMPART_REDIS_PREFIX`
+    /// of the run's own, so rate limits are shared through Redis as in production; without
+    /// it each instance limits in its own memory.
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,

@@ -1,7 +1,9 @@
-//! The system under test: a throwaway database (a SQLite file in the server's temp working
-//! directory, or a fresh PostgreSQL database `rampart_bench_<hex>` created through the
-//! given server URL and dropped afterwards) and the real `rampart` binary, migrated with
-//! `rampart migrate`, then started with `rampart serve` on a free loopback port.
+//! The system under test: a throwaway database (a SQLite file in the servers' shared temp
+//! working directory, or a fresh PostgreSQL database `rampart_bench_<hex>` created through
+//! the given server URL and dropped afterwards) and the real `rampart` binary: migrated
+//! with `rampart migrate` and given a signing key with `rampart keys generate`, once, then
+//! started as N `rampart serve` instances on free loopback ports, optionally sharing a
+//! Redis under a prefix of the run's own (`bench_<hex>`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -81,31 +83,72 @@ impl Database {
     }
 }
 
-/// A running `rampart serve`.
-pub struct Server {
+/// Redis for one run: the URL given by `--redis-url`, and a prefix of our own so the run's
+/// rate-limit keys and invalidation channel cannot meet anyone else's. The keys need no
+/// clean-up: each expires as soon as its rate-limit budget is full again.
+pub struct RedisSettings {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisSettings {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: format!("bench_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// The URL without its user and password, for the report.
+    pub fn display_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) => {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(_) => "(unparsable URL)".to_owned(),
+        }
+    }
+}
+
+/// One running `rampart serve`.
+pub struct Instance {
     child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+/// N `rampart serve` processes sharing one working directory (so one `./data/keys` and, on
+/// SQLite, one `./data/rampart.db`), one database, and the same Redis if any: the stateless
+/// instances of a production deployment, on one machine.
+pub struct Cluster {
+    pub instances: Vec<Instance>,
+    /// The kid of the signing key generated before the start, served by every instance.
+    pub kid: String,
     dir: tempfile::TempDir,
 }
 
-impl Server {
-    /// Migrates, starts and waits for `/health/ready`.
+impl Cluster {
+    /// Migrates and generates the signing key once, then starts `count` instances one after
+    /// the other (each waits for `/health/ready`, so the first one alone creates the
+    /// development data key when `RAMPART_DATA_KEY` is not given), and checks that every
+    /// instance serves the generated key.
     pub async fn start(
         bin: &Path,
         database_url: Option<&str>,
+        redis: Option<&RedisSettings>,
         alg: &str,
         extra_env: &[(String, String)],
+        count: usize,
     ) -> Result<Self> {
         let bin = bin
             .canonicalize()
             .with_context(|| format!("server binary {}", bin.display()))?;
         let dir = tempfile::tempdir()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
         let mut env: Vec<(String, String)> = vec![
-            ("RAMPART_BIND".into(), addr.to_string()),
             ("RAMPART_LOG_LEVEL".into(), "warn".into()),
             ("RAMPART_COOKIE_SECURE".into(), "false".into()),
             ("RAMPART_JWT_ALG".into(), alg.into()),
@@ -114,46 +157,130 @@ impl Server {
         if let Some(url) = database_url {
             env.push(("DATABASE_URL".into(), url.into()));
         }
+        if let Some(redis) = redis {
+            env.push(("REDIS_URL".into(), redis.url.clone()));
+            env.push(("RAMPART_REDIS_PREFIX".into(), redis.prefix.clone()));
+        }
         env.extend(extra_env.iter().cloned());
 
-        let migrate = command(&bin, dir.path(), &env)
-            .arg("migrate")
-            .output()
-            .await
-            .context("running rampart migrate")?;
-        if !migrate.status.success() {
-            bail!(
-                "rampart migrate failed ({}): {}",
-                migrate.status,
-                String::from_utf8_lossy(&migrate.stderr).trim()
-            );
-        }
+        run_once(&bin, dir.path(), &env, &["migrate"]).await?;
+        let kid = run_once(&bin, dir.path(), &env, &["keys", "generate"]).await?;
 
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = command(&bin, dir.path(), &env)
+        let mut cluster = Self {
+            instances: Vec::with_capacity(count),
+            kid: kid.trim().to_owned(),
+            dir,
+        };
+        for index in 0..count {
+            if let Err(e) = cluster.start_instance(&bin, &env, index).await {
+                let _ = cluster.stop().await;
+                return Err(e);
+            }
+        }
+        if let Err(e) = cluster.check_shared_key().await {
+            let _ = cluster.stop().await;
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    async fn start_instance(
+        &mut self,
+        bin: &Path,
+        env: &[(String, String)],
+        index: usize,
+    ) -> Result<()> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Last, so that no `--server-env` can move an instance away from the address the
+        // load generator uses.
+        let mut env = env.to_vec();
+        env.push(("RAMPART_BIND".into(), addr.to_string()));
+
+        let log_path = self.dir.path().join(format!("server-{}.log", index + 1));
+        let log = std::fs::File::create(&log_path)?;
+        let child = command(bin, self.dir.path(), &env)
             .arg("serve")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .context("starting rampart serve")?;
+            .with_context(|| format!("starting rampart serve (instance {})", index + 1))?;
         let pid = child
             .id()
-            .ok_or_else(|| anyhow!("the server exited at once"))?;
-        let mut server = Self {
+            .ok_or_else(|| anyhow!("instance {} exited at once", index + 1))?;
+        let mut instance = Instance {
             child,
             pid,
             addr,
-            dir,
+            log: log_path,
         };
-        if let Err(e) = server.wait_ready().await {
-            let log = server.log_tail();
-            let _ = server.stop().await;
-            return Err(e.context(format!("server log:\n{log}")));
-        }
-        Ok(server)
+        let ready = instance.wait_ready().await;
+        let log = instance.log_tail();
+        self.instances.push(instance);
+        ready.with_context(|| format!("instance {} on {addr}; its log:\n{log}", index + 1))
     }
 
+    /// Every instance must publish the one key generated before the start as its active
+    /// key (first in the set): tokens issued by one instance are then verified by all.
+    async fn check_shared_key(&self) -> Result<()> {
+        for (index, instance) in self.instances.iter().enumerate() {
+            let target = Target::new(instance.addr)?;
+            let mut conn = Conn::open(instance.addr).await?;
+            let (status, body) = conn
+                .send(target.get("/.well-known/jwks.json", None)?)
+                .await?;
+            let jwks: serde_json::Value =
+                serde_json::from_slice(&body).context("parsing /.well-known/jwks.json")?;
+            let active = jwks["keys"][0]["kid"].as_str().unwrap_or_default();
+            if !status.is_success() || active != self.kid {
+                bail!(
+                    "instance {} ({}) serves active key {active:?} ({status}), not the generated {:?}",
+                    index + 1,
+                    instance.addr,
+                    self.kid
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.instances.iter().map(|i| i.pid).collect()
+    }
+
+    /// SIGTERM to every instance (graceful shutdown, in parallel), then SIGKILL to any
+    /// still running after 15 s; prints each instance's last log lines.
+    pub async fn stop(self) -> Result<()> {
+        for instance in &self.instances {
+            let _ = Command::new("kill")
+                .args(["-TERM", &instance.pid.to_string()])
+                .status()
+                .await;
+        }
+        let mut result = Ok(());
+        let several = self.instances.len() > 1;
+        for (index, mut instance) in self.instances.into_iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(15), instance.child.wait()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => result = Err(e.into()),
+                Err(_) => instance.child.kill().await?,
+            }
+            let warnings = instance.log_tail();
+            if !warnings.trim().is_empty() {
+                let which = if several {
+                    format!(" of instance {}", index + 1)
+                } else {
+                    String::new()
+                };
+                println!("\nlast server log lines{which} (level warn):\n{warnings}");
+            }
+        }
+        result
+    }
+}
+
+impl Instance {
     async fn wait_ready(&mut self) -> Result<()> {
         let target = Target::new(self.addr)?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -175,35 +302,37 @@ impl Server {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
+}
 
-    /// SIGTERM (graceful shutdown), then SIGKILL after 15 s.
-    pub async fn stop(mut self) -> Result<()> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await;
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(status) => {
-                status?;
-            }
-            Err(_) => {
-                self.child.kill().await?;
-            }
-        }
-        let warnings = self.log_tail();
-        if !warnings.trim().is_empty() {
-            println!("\nlast server log lines (level warn):\n{warnings}");
-        }
-        Ok(())
+/// Runs `rampart <args>` to completion; returns its standard output.
+async fn run_once(
+    bin: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+) -> Result<String> {
+    let what = format!("rampart {}", args.join(" "));
+    let out = command(bin, dir, env)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `bin` in `dir` with `env`, and no inherited Rampart or database settings.
-fn command(bin: &PathBuf, dir: &Path, env: &[(String, String)]) -> Command {
+fn command(bin: &Path, dir: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.current_dir(dir);
     for (name, _) in std::env::vars_os()

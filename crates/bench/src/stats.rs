@@ -154,6 +154,7 @@ pub struct CpuSnapshot {
     server: u64,
     server_faults: u64,
     postgres: u64,
+    redis: u64,
     bench: u64,
     machine: (u64, u64),
     at: std::time::Instant,
@@ -161,23 +162,30 @@ pub struct CpuSnapshot {
 
 /// Where the CPU went between two snapshots, in cores (1.0 = one core fully busy).
 pub struct CpuUse {
+    /// Every server instance together.
     pub server: f64,
     /// Minor page faults of the server per second: Argon2 re-faulting its 19 MiB on every
     /// hash shows up here (~5 000 per hash).
     pub server_faults: f64,
     pub postgres: f64,
+    pub redis: f64,
     pub bench: f64,
     pub machine_busy: f64,
     pub cores: f64,
 }
 
 impl CpuSnapshot {
-    pub fn take(server_pid: u32) -> Self {
-        let server = process_stat(&server_pid.to_string()).unwrap_or((0, 0));
+    /// `server_pids`: every server instance, summed.
+    pub fn take(server_pids: &[u32]) -> Self {
+        let (server, server_faults) = server_pids
+            .iter()
+            .filter_map(|pid| process_stat(&pid.to_string()))
+            .fold((0, 0), |(t, f), (ticks, faults)| (t + ticks, f + faults));
         Self {
-            server: server.0,
-            server_faults: server.1,
+            server,
+            server_faults,
             postgres: ticks_by_name("postgres"),
+            redis: ticks_by_name("redis-server"),
             bench: process_ticks("self").unwrap_or(0),
             machine: machine_ticks().unwrap_or((0, 0)),
             at: std::time::Instant::now(),
@@ -194,6 +202,7 @@ impl CpuSnapshot {
             server: cores(self.server, earlier.server),
             server_faults: self.server_faults.saturating_sub(earlier.server_faults) as f64 / secs,
             postgres: cores(self.postgres, earlier.postgres),
+            redis: cores(self.redis, earlier.redis),
             bench: cores(self.bench, earlier.bench),
             machine_busy: if total > 0.0 {
                 busy / total * ncores
@@ -208,11 +217,12 @@ impl CpuSnapshot {
 impl CpuUse {
     pub fn describe(&self) -> String {
         format!(
-            "server {:.2}, postgres {:.2}, load generator {:.2}, other processes {:.2}; busy {:.2} of {:.0}; server page faults {:.0}/s",
+            "server {:.2}, postgres {:.2}, redis {:.2}, load generator {:.2}, other processes {:.2}; busy {:.2} of {:.0}; server page faults {:.0}/s",
             self.server,
             self.postgres,
+            self.redis,
             self.bench,
-            (self.machine_busy - self.server - self.postgres - self.bench).max(0.0),
+            (self.machine_busy - self.server - self.postgres - self.redis - self.bench).max(0.0),
             self.machine_busy,
             self.cores,
             self.server_faults
