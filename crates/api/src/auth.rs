@@ -60,7 +60,10 @@ impl SessionCache {
             .map(|(user, _)| *user)
     }
 
-    fn put(&self, session_id: Uuid, user_id: Uuid, generation: u64) {
+    /// Caches an answer read from the database. `read_at` is taken *before* the read, so
+    /// an entry never outlives [`SESSION_CACHE_TTL`] counted from when it may have gone
+    /// stale.
+    fn put(&self, session_id: Uuid, user_id: Uuid, generation: u64, read_at: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) != generation {
             return;
@@ -71,7 +74,7 @@ impl SessionCache {
                 entries.clear();
             }
         }
-        entries.insert(session_id, (user_id, Instant::now()));
+        entries.insert(session_id, (user_id, read_at));
     }
 
     /// Forgets ended sessions at once. Use [`AppState::sessions_ended`], which also tells
@@ -138,11 +141,12 @@ impl FromRequestParts<AppState> for AuthUser {
             Some(user) => Some(user),
             None => {
                 let generation = state.sessions.generation();
+                let read_at = Instant::now();
                 let user =
                     rampart_store::sessions::live_user(&state.db, claims.sid, state.clock.now_ms())
                         .await?;
                 if let Some(user) = user {
-                    state.sessions.put(claims.sid, user, generation);
+                    state.sessions.put(claims.sid, user, generation, read_at);
                 }
                 user
             }

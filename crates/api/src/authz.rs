@@ -56,6 +56,9 @@ impl PermissionCache {
             }
         }
         let generation = self.generation.load(Ordering::SeqCst);
+        // Aged from before the read: an entry never outlives the TTL counted from when it
+        // may have gone stale.
+        let read_at = Instant::now();
         let perms = Arc::new(rampart_store::rbac::user_permissions(&state.db, user_id).await?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) != generation {
@@ -67,7 +70,7 @@ impl PermissionCache {
                 entries.clear();
             }
         }
-        entries.insert(user_id, (perms.clone(), Instant::now()));
+        entries.insert(user_id, (perms.clone(), read_at));
         Ok(perms)
     }
 
