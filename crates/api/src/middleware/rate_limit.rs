@@ -123,6 +123,12 @@ impl RateLimits {
         self.redis_if_up().is_some() && !self.degraded.load(Ordering::Relaxed)
     }
 
+    /// Redis answered another call (the readiness PING): stop waiting out the back-off, so
+    /// the limits are shared again as soon as readiness says Redis is back.
+    pub fn redis_answered(&self) {
+        self.redis_down_until_ms.store(0, Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

@@ -76,7 +76,10 @@ async fn ready(State(state): State<AppState>) -> Response {
             match tokio::time::timeout(PING_TIMEOUT, redis.ping()).await {
                 // Answering is not enough: the instance must also hear other instances'
                 // invalidations (crate::invalidation).
-                Ok(Ok(())) if state.invalidations_subscribed() => "ok",
+                Ok(Ok(())) if state.invalidations_subscribed() => {
+                    state.rate_limits.redis_answered();
+                    "ok"
+                }
                 Ok(Ok(())) => {
                     tracing::warn!("readiness: not subscribed to invalidations yet");
                     "failing"

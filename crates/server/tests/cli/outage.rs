@@ -302,10 +302,8 @@ async fn redis_failure_and_recovery(failure: RedisFailure) {
         (a_pid, b_pid),
         "not restarted"
     );
-    // And the limit is one budget across the two instances again, once the limiter's
-    // documented back-off (1 s after its last failed Redis call) has run out: a frozen
-    // Redis fails calls until the moment it is thawed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // And the limit is one budget across the two instances again as soon as readiness
+    // says so: a successful readiness PING ends the limiter's back-off.
     let seen = spend_budget(&[&a, &b], "203.0.113.8", 40).await;
     println!("{failure:?}, back: one client alternating A, B: {seen:?}");
     let admitted = seen.iter().filter(|(_, s)| *s == 200).count();
