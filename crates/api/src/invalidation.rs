@@ -11,7 +11,9 @@
 //!
 //! Messages: `s:<uuid>,<uuid>,…` (these sessions ended) and `p` (roles, grants or
 //! assignments changed: forget every cached permission set). Unknown messages are
-//! ignored. When the subscription (re)connects, both caches are cleared, since messages
+//! ignored. Each subscriber also publishes a heartbeat (`h:…`) to itself every 5 s and
+//! resubscribes when its own heartbeat has not come back for 12 s, so a connection that
+//! died silently is noticed. When the subscription (re)connects, both caches are cleared, since messages
 //! may have been missed while it was down. Until it is subscribed, `/health/ready` reports
 //! the `redis` check as failing.
 
@@ -27,6 +29,13 @@ const PERMISSIONS: &str = "p";
 const SESSIONS: &str = "s:";
 /// Sessions per message, so one `logout-all` of a huge account stays a few small messages.
 const SESSIONS_PER_MESSAGE: usize = 500;
+/// Heartbeats: `h:<instance>:<n>`, published by each subscriber to itself (every other
+/// instance ignores them).
+const HEARTBEAT: &str = "h:";
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A subscription whose own heartbeat has not come back for this long is treated as lost
+/// (a connection that died without a reset would otherwise look alive forever).
+const HEARTBEAT_LOST_AFTER: Duration = Duration::from_secs(12);
 const RESUBSCRIBE_MIN: Duration = Duration::from_millis(200);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
@@ -76,8 +85,45 @@ impl AppState {
                 .filter_map(|id| Uuid::parse_str(id).ok())
                 .collect();
             self.sessions.evict(&ids);
-        } else {
+        } else if !message.starts_with(HEARTBEAT) {
             tracing::debug!("ignored an unknown invalidation message");
+        }
+    }
+}
+
+/// Applies messages until the subscription ends, or until its own heartbeat has not come
+/// back for [`HEARTBEAT_LOST_AFTER`].
+async fn listen(
+    state: &AppState,
+    redis: &rampart_store::Redis,
+    messages: &mut (impl futures_util::Stream<Item = String> + Unpin),
+) {
+    let me = format!("{HEARTBEAT}{}:", Uuid::new_v4().simple());
+    let mut sent: u64 = 0;
+    let mut last_seen = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) if message.starts_with(&me) => {
+                    last_seen = tokio::time::Instant::now();
+                }
+                Some(message) => state.apply_invalidation(&message),
+                None => return,
+            },
+            _ = tick.tick() => {
+                if last_seen.elapsed() > HEARTBEAT_LOST_AFTER {
+                    tracing::warn!("invalidation heartbeat not received; resubscribing");
+                    return;
+                }
+                sent += 1;
+                let redis = redis.clone();
+                let beat = format!("{me}{sent}");
+                // Not awaited here: a hung Redis must not stop the messages being read.
+                tokio::spawn(async move {
+                    let _ = redis.publish_invalidation(&beat).await;
+                });
+            }
         }
     }
 }
@@ -100,9 +146,7 @@ pub fn spawn_subscriber(state: AppState) -> Option<tokio::task::JoinHandle<()>> 
                     if failing {
                         tracing::info!("invalidation channel subscribed again");
                     }
-                    while let Some(message) = messages.next().await {
-                        state.apply_invalidation(&message);
-                    }
+                    listen(&state, &redis, &mut messages).await;
                     state
                         .invalidations_subscribed
                         .store(false, Ordering::SeqCst);

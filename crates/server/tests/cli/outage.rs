@@ -280,6 +280,22 @@ async fn redis_failure_and_recovery(failure: RedisFailure) {
         "more than the limit of 10 admitted: {seen:?}"
     );
 
+    // A frozen Redis keeps its connections open: each instance notices the dead
+    // subscription because its own heartbeat stops coming back.
+    if let RedisFailure::Frozen = failure {
+        for (name, node) in [("A", &a), ("B", &b)] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !node.log().contains("invalidation heartbeat not received") {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} never noticed the silent subscription: {}",
+                    warnings(node)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
     // Redis comes back on the same address: ready again, without restarting rampart.
     match failure {
         RedisFailure::Stopped => redis.restart().await,
