@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::support::{
-    LoggedIn, PgDb, Server, Staleness, login, path_str, poll_until_status, random_data_key,
+    LoggedIn, PgDb, Server, Staleness, borrow, deployment_env, login, path_str, poll_until_status,
     register, run, run_with_stdin, status_and_body, tempdir, test_redis_url, try_login,
-    try_refresh, unique_redis_prefix,
+    try_refresh,
 };
 
 const PASSWORD: &str = "cluster test passphrase 41";
@@ -44,40 +44,14 @@ impl Cluster {
         let redis = test_redis_url()?;
         let pg = PgDb::create().await?;
         let dir = tempdir();
-        let keys = dir.path().join("keys");
-        let out = run(
-            dir.path(),
-            &[],
-            &[
-                "keys",
-                "generate",
-                "--dir",
-                &path_str(&keys),
-                "--alg",
-                "EdDSA",
-            ],
-        )
-        .await;
-        assert!(out.status.success(), "{}", out.stderr);
-
-        let mut env: Vec<(String, String)> = [
-            ("DATABASE_URL", pg.url.clone()),
-            ("REDIS_URL", redis),
-            ("RAMPART_REDIS_PREFIX", unique_redis_prefix()),
-            ("RAMPART_JWT_ALG", "EdDSA".to_owned()),
-            ("RAMPART_JWT_KEYS_DIR", path_str(&keys)),
-            ("RAMPART_DATA_KEY", random_data_key()),
-            ("RAMPART_COOKIE_SECURE", "false".to_owned()),
-            // Cheap hashing: these tests are about shared state, not Argon2's cost.
-            ("RAMPART_ARGON2_MEMORY_KIB", "256".to_owned()),
-            ("RAMPART_ARGON2_ITERATIONS", "1".to_owned()),
-            ("RAMPART_RATE_LIMIT_PER_MINUTE", "100000".to_owned()),
-            ("RAMPART_LOGIN_RATE_PER_MINUTE", "100000".to_owned()),
-            ("RAMPART_REGISTER_RATE_PER_HOUR", "100000".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let (keys, mut env) = deployment_env(dir.path(), &pg.url, &redis).await;
+        for name in [
+            "RAMPART_RATE_LIMIT_PER_MINUTE",
+            "RAMPART_LOGIN_RATE_PER_MINUTE",
+            "RAMPART_REGISTER_RATE_PER_HOUR",
+        ] {
+            env.push((name.to_owned(), "100000".to_owned()));
+        }
         for (k, v) in overrides {
             env.retain(|(name, _)| name != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
@@ -146,10 +120,6 @@ impl Cluster {
             );
         }
     }
-}
-
-fn borrow(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<u64> {

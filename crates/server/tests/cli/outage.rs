@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use crate::private_services::{PrivatePostgres, PrivateRedis};
 use crate::support::{
-    LoggedIn, PgDb, Server, path_str, poll_until_status, random_data_key, run, status_and_body,
-    tempdir, unique_redis_prefix,
+    LoggedIn, PgDb, Server, borrow, deployment_env, poll_until_status, run, status_and_body,
+    tempdir,
 };
 
 const PASSWORD: &str = "outage test passphrase 63";
@@ -44,10 +44,6 @@ fn req(node: &Server, method: Method, path: &str) -> RequestBuilder {
     node.client
         .request(method, node.url(path))
         .header("x-forwarded-for", fresh_client())
-}
-
-fn borrow(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 async fn send(what: &str, request: RequestBuilder) -> (u16, Value, Duration) {
@@ -146,40 +142,17 @@ async fn redis_failure_and_recovery(failure: RedisFailure) {
         return;
     };
     let dir = tempdir();
-    let keys = dir.path().join("keys");
-    let out = run(
-        dir.path(),
-        &[],
-        &[
-            "keys",
-            "generate",
-            "--dir",
-            &path_str(&keys),
-            "--alg",
-            "EdDSA",
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{}", out.stderr);
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", pg.url.clone()),
-        ("REDIS_URL", redis.url()),
-        ("RAMPART_REDIS_PREFIX", unique_redis_prefix()),
-        ("RAMPART_JWT_ALG", "EdDSA".to_owned()),
-        ("RAMPART_JWT_KEYS_DIR", path_str(&keys)),
-        ("RAMPART_DATA_KEY", random_data_key()),
-        ("RAMPART_COOKIE_SECURE", "false".to_owned()),
-        ("RAMPART_ARGON2_MEMORY_KIB", "256".to_owned()),
-        ("RAMPART_ARGON2_ITERATIONS", "1".to_owned()),
-        ("RAMPART_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
-        // 10 a minute per client: one more request every 6 s, far slower than the checks.
-        ("RAMPART_RATE_LIMIT_PER_MINUTE", "10".to_owned()),
-        ("RAMPART_LOGIN_RATE_PER_MINUTE", "100000".to_owned()),
-        ("RAMPART_REGISTER_RATE_PER_HOUR", "100000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let (_, mut env) = deployment_env(dir.path(), &pg.url, &redis.url()).await;
+    env.extend(
+        [
+            ("RAMPART_TRUSTED_PROXIES", "127.0.0.1/32"),
+            // 10 a minute per client: one more request every 6 s, far slower than the checks.
+            ("RAMPART_RATE_LIMIT_PER_MINUTE", "10"),
+            ("RAMPART_LOGIN_RATE_PER_MINUTE", "100000"),
+            ("RAMPART_REGISTER_RATE_PER_HOUR", "100000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let out = run(dir.path(), &borrow(&env), &["migrate"]).await;
     assert!(out.status.success(), "migrate: {}", out.stderr);
     let (a_dir, b_dir) = (dir.path().join("A"), dir.path().join("B"));

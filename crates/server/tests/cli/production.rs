@@ -1,7 +1,7 @@
 //! `RAMPART_ENV=production` refuses to start (exit 2, one stderr line per problem naming
 //! its variable) before binding a port or writing a file; a complete configuration starts.
 
-use crate::support::{Server, path_str, run, tempdir};
+use crate::support::{Server, borrow, path_str, run, tempdir};
 
 const DATA_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -70,10 +70,6 @@ async fn complete_env(dir: &std::path::Path) -> Vec<(String, String)> {
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     env
-}
-
-fn borrow(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[tokio::test]

@@ -473,3 +473,49 @@ pub async fn poll_until_status(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `env` as the `(&str, &str)` pairs [`rampart`] and [`Server::start`] take.
+pub fn borrow(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// What every instance of one test deployment shares: an EdDSA key set generated once in
+/// `dir/keys` (as an operator would before a rollout), one database, one Redis under a
+/// fresh prefix, one data key, and cheap hashing (these tests are about shared state, not
+/// Argon2's cost). Callers add their own limits.
+pub async fn deployment_env(
+    dir: &Path,
+    database_url: &str,
+    redis_url: &str,
+) -> (PathBuf, Vec<(String, String)>) {
+    let keys = dir.join("keys");
+    let out = run(
+        dir,
+        &[],
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            &path_str(&keys),
+            "--alg",
+            "EdDSA",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let env = [
+        ("DATABASE_URL", database_url.to_owned()),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("RAMPART_REDIS_PREFIX", unique_redis_prefix()),
+        ("RAMPART_JWT_ALG", "EdDSA".to_owned()),
+        ("RAMPART_JWT_KEYS_DIR", path_str(&keys)),
+        ("RAMPART_DATA_KEY", random_data_key()),
+        ("RAMPART_COOKIE_SECURE", "false".to_owned()),
+        ("RAMPART_ARGON2_MEMORY_KIB", "256".to_owned()),
+        ("RAMPART_ARGON2_ITERATIONS", "1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    (keys, env)
+}
