@@ -14,11 +14,7 @@ use rampart_store::purge::{self, DEFAULT_GRACE_MS, PurgePolicy};
 use tokio::task::JoinHandle;
 
 use crate::AppState;
-
-/// The longest lockout window that does not come from `RAMPART_LOCKOUT_SECONDS`: the
-/// per-email ceiling (`services::auth::EMAIL_CEILING`) and the password-reset throttle
-/// (`services::mfa::send_reset`) both count over one hour. Keep in step with them.
-const FIXED_LOCKOUT_WINDOW: Duration = Duration::from_secs(3600);
+use crate::services::auth::FIXED_WINDOW_MS;
 
 /// The first run waits at most this long (or the interval, if shorter).
 const FIRST_RUN_SPREAD: Duration = Duration::from_secs(60);
@@ -31,7 +27,7 @@ fn ms(d: Duration) -> i64 {
 /// any key uses, revoked sessions once every refresh token they had has expired.
 pub fn purge_policy(config: &Config) -> PurgePolicy {
     PurgePolicy {
-        lockout_window_ms: ms(config.lockout_seconds.max(FIXED_LOCKOUT_WINDOW)),
+        lockout_window_ms: ms(config.lockout_seconds).max(FIXED_WINDOW_MS),
         ended_session_retention_ms: ms(config.refresh_token_ttl),
         grace_ms: DEFAULT_GRACE_MS,
     }

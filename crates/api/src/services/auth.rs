@@ -52,12 +52,17 @@ pub(crate) struct LockoutKeys {
     keys: Vec<(String, LockoutPolicy)>,
 }
 
+/// The window of every lockout counter whose length is not `RAMPART_LOCKOUT_SECONDS`: the
+/// per-email ceiling below and the password-reset throttle (`services::mfa`). The purge
+/// (`crate::jobs`) keeps counter rows at least this long.
+pub(crate) const FIXED_WINDOW_MS: i64 = 3_600_000;
+
 /// NIST SP 800-63B §5.2.2: at most 100 consecutive failures per account; here per email
 /// per hour across all client IPs, when the main counter is per email + IP.
 const EMAIL_CEILING: LockoutPolicy = LockoutPolicy {
     max_failures: 100,
-    window_ms: 3_600_000,
-    lock_ms: 3_600_000,
+    window_ms: FIXED_WINDOW_MS,
+    lock_ms: FIXED_WINDOW_MS,
 };
 
 pub(crate) fn lockout_keys(

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::auth::AuthUser;
-use crate::services::auth::{LoginOutcome, lockout_keys, start_session};
+use crate::services::auth::{FIXED_WINDOW_MS, LoginOutcome, lockout_keys, start_session};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
 
@@ -288,8 +288,8 @@ async fn send_reset(state: &AppState, meta: &RequestMeta, email: &str) -> Result
     let throttle_key = format!("reset|{normalized}");
     let throttle = LockoutPolicy {
         max_failures: state.config.reset_rate_per_hour.saturating_add(1),
-        window_ms: 3_600_000,
-        lock_ms: 3_600_000,
+        window_ms: FIXED_WINDOW_MS,
+        lock_ms: FIXED_WINDOW_MS,
     };
     let throttled = meta.event("auth.password_reset_throttled", Outcome::Denied);
     let over_limit = lockout::record_failure(

@@ -339,3 +339,18 @@ pub async fn problem(resp: reqwest::Response, status: u16, code: &str) -> serde_
     }
     body
 }
+
+/// `TEST_REDIS_URL`, or `None` (skip) outside CI.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set TEST_REDIS_URL"
+            );
+            eprintln!("notice: TEST_REDIS_URL unset, skipping a Redis test");
+            None
+        }
+    }
+}

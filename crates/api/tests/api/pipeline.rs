@@ -136,15 +136,7 @@ async fn ready_checks_redis_when_configured(backend: Backend) {
     assert_eq!(body["checks"]["redis"], "failing");
     assert_eq!(body["checks"]["database"], "ok");
     app.finish().await;
-    let Some(url) = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set TEST_REDIS_URL"
-        );
-        eprintln!("notice: TEST_REDIS_URL unset, skipping the live Redis half");
+    let Some(url) = crate::harness::redis_url() else {
         return;
     };
     let app = app_with(backend, &[("REDIS_URL", url.as_str())]).await;

@@ -10,7 +10,7 @@ use reqwest::Method;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::backend_tests;
-use crate::harness::{Backend, TestApp, problem};
+use crate::harness::{Backend, TestApp, problem, redis_url};
 
 backend_tests!(
     rate_limits_are_shared_through_redis,
@@ -20,21 +20,6 @@ backend_tests!(
     role_changes_reach_other_instances_at_once,
     caches_expire_within_a_second_without_redis,
 );
-
-/// `TEST_REDIS_URL`, or `None` (skip) outside CI.
-fn redis_url() -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set TEST_REDIS_URL"
-            );
-            eprintln!("notice: TEST_REDIS_URL unset, skipping a Redis test");
-            None
-        }
-    }
-}
 
 impl TestApp {
     /// Another instance of the same deployment: same database, signing keys and Redis

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Server, free_port, path_str, rampart, tempdir};
+use crate::support::{Server, free_port, path_str, rampart, status_and_body, tempdir};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = std::process::Command::new("openssl")
@@ -137,16 +137,20 @@ async fn rediss_verifies_the_certificate() {
         &["serve"],
     )
     .await;
-    let body: serde_json::Value = trusted
-        .client
-        .get(trusted.url("/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["checks"]["redis"], "ok", "{body}");
+    let (status, body) = status_and_body(
+        trusted
+            .client
+            .get(trusted.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["checks"]["redis"]),
+        (200, &"ok".into()),
+        "{body}"
+    );
     trusted.stop_with("TERM").await;
 
     // The same server, but its CA is not trusted: never ready, Redis named.
