@@ -48,6 +48,27 @@ end
 return 0
 ";
 
+/// `what` failed, with the Redis error's kind and every cause below it, so that a log line
+/// names the real problem (e.g. `invalid peer certificate: UnknownIssuer` for a `rediss://`
+/// server whose CA is not trusted) instead of only `Io`. A layer that repeats the one above
+/// it (redis-rs displays an I/O error as its inner error) is printed once. None of these
+/// texts holds the URL or its password: redis-rs's errors name commands and causes only.
+fn failure(what: &str, error: &redis::RedisError) -> anyhow::Error {
+    let mut text = format!("{what} ({:?})", error.kind());
+    let mut previous = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        let shown = e.to_string();
+        if !shown.is_empty() && !previous.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        previous = shown;
+        cause = e.source();
+    }
+    anyhow::anyhow!(text)
+}
+
 /// One limit to check: the key's name under the prefix, and its quota.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit<'a> {
@@ -97,7 +118,7 @@ impl Redis {
         let pong: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
-            .map_err(|e| anyhow::anyhow!("Redis did not answer PING ({:?})", e.kind()))?;
+            .map_err(|e| failure("Redis did not answer PING", &e))?;
         anyhow::ensure!(pong == "PONG", "Redis answered PING unexpectedly");
         Ok(())
     }
@@ -121,7 +142,7 @@ impl Redis {
         let wait_us: i64 = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| anyhow::anyhow!("Redis rate-limit script failed ({:?})", e.kind()))?;
+            .map_err(|e| failure("Redis rate-limit script failed", &e))?;
         Ok((wait_us > 0).then(|| Duration::from_micros(wait_us.unsigned_abs())))
     }
 
@@ -137,7 +158,7 @@ impl Redis {
             .arg(message)
             .query_async(&mut conn)
             .await
-            .map_err(|e| anyhow::anyhow!("Redis PUBLISH failed ({:?})", e.kind()))?;
+            .map_err(|e| failure("Redis PUBLISH failed", &e))?;
         Ok(())
     }
 
@@ -149,11 +170,11 @@ impl Redis {
         let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
             .await
             .map_err(|_| anyhow::anyhow!("Redis did not answer in time"))?
-            .map_err(|e| anyhow::anyhow!("cannot open the Redis subscription ({:?})", e.kind()))?;
+            .map_err(|e| failure("cannot open the Redis subscription", &e))?;
         tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(self.channel()))
             .await
             .map_err(|_| anyhow::anyhow!("Redis did not answer in time"))?
-            .map_err(|e| anyhow::anyhow!("Redis SUBSCRIBE failed ({:?})", e.kind()))?;
+            .map_err(|e| failure("Redis SUBSCRIBE failed", &e))?;
         Ok(pubsub
             .into_on_message()
             .filter_map(|msg| std::future::ready(msg.get_payload::<String>().ok())))

@@ -1,13 +1,14 @@
 //! `rediss://`: Rampart reaches Redis over TLS and verifies its certificate against the
 //! system trust store (here a test CA given through `SSL_CERT_FILE`, which
 //! rustls-native-certs honours). A certificate it cannot verify keeps the instance not
-//! ready instead of connecting anyway.
+//! ready instead of connecting anyway, and every warning it logs about Redis names the
+//! certificate problem (not only `Io`).
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Server, free_port, path_str, rampart, status_and_body, tempdir};
+use crate::support::{Server, free_port, path_str, status_and_body, tempdir};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = std::process::Command::new("openssl")
@@ -153,30 +154,65 @@ async fn rediss_verifies_the_certificate() {
     );
     trusted.stop_with("TERM").await;
 
-    // The same server, but its CA is not trusted: never ready, Redis named.
+    // The same server, but its CA is not trusted: never ready, Redis named, and the log
+    // says why (the certificate), not only that an I/O error happened.
     let dir = tempdir();
-    let bind_port = free_port();
-    let bind = format!("127.0.0.1:{bind_port}");
-    let mut child = rampart(dir.path(), &[("REDIS_URL", &url), ("RAMPART_BIND", &bind)])
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let ready = format!("http://{bind}/health/ready");
-    let mut last = None;
+    let mut untrusted =
+        Server::start_listening(dir.path(), &[("REDIS_URL", &url)], &["serve"]).await;
+    let (status, body) = status_and_body(
+        untrusted
+            .client
+            .get(untrusted.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status, 503,
+        "an unverified Redis must not count as ready: {body}"
+    );
+    assert_eq!(body["checks"]["redis"], "failing", "{body}");
+    // Every warning about Redis (the readiness check just asked, and the invalidation
+    // subscriber) carries the cause.
+    let redis_errors = |server: &Server| -> Vec<(String, String)> {
+        server
+            .log()
+            .lines()
+            .filter_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                let error = v["error"].as_str()?;
+                error.contains("Redis").then(|| {
+                    (
+                        v["message"].as_str().unwrap_or("").to_owned(),
+                        error.to_owned(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let mut logged = Vec::new();
     for _ in 0..100 {
-        if let Ok(r) = client.get(&ready).send().await {
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(status, 503, "an unverified Redis must not count as ready");
-            last = Some(body);
+        logged = redis_errors(&untrusted);
+        if logged.iter().any(|(m, _)| m.starts_with("readiness"))
+            && logged.iter().any(|(m, _)| m.contains("subscribe"))
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = last.expect("the server answered");
-    assert_eq!(body["checks"]["redis"], "failing", "{body}");
-    let _ = child.kill().await;
+    println!("{logged:#?}");
+    assert!(
+        logged.iter().any(|(m, _)| m.starts_with("readiness"))
+            && logged.iter().any(|(m, _)| m.contains("subscribe")),
+        "readiness and the subscriber each log the Redis failure: {}",
+        untrusted.log()
+    );
+    for (message, error) in &logged {
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer"),
+            "{message}: the log must name the certificate problem: {error}"
+        );
+    }
+    untrusted.stop_with("TERM").await;
 }

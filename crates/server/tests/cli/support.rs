@@ -58,6 +58,21 @@ impl Server {
     /// Starts `rampart [args]` bound to a free port and waits until it answers
     /// `/health/ready` with 200.
     pub async fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let server = Self::start_listening(dir, env, args).await;
+        for _ in 0..200 {
+            if let Ok(r) = server.client.get(server.url("/health/ready")).send().await
+                && r.status() == 200
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server never became ready: {}", server.log());
+    }
+
+    /// Starts `rampart [args]` bound to a free port and returns once it logged its address,
+    /// ready or not.
+    pub async fn start_listening(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut all: Vec<(&str, &str)> = vec![("RAMPART_BIND", "127.0.0.1:0")];
         all.extend_from_slice(env);
         let mut child = rampart(dir, &all)
@@ -111,21 +126,12 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let server = Server {
+        Server {
             child,
             base,
             lines,
             client,
-        };
-        for _ in 0..200 {
-            if let Ok(r) = server.client.get(server.url("/health/ready")).send().await
-                && r.status() == 200
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("server never became ready: {}", server.log());
     }
 
     pub fn url(&self, path: &str) -> String {
