@@ -10,6 +10,7 @@ mod audit;
 mod cluster;
 mod data_keys;
 mod keys;
+mod least_privilege;
 mod logs;
 mod outage;
 mod private_services;
