@@ -9,7 +9,10 @@
 //!   it never grants anything, so whoever can publish to Redis can cost database reads, not
 //!   bypass a check.
 //!
-//! Every key and the channel start with `RAMPART_REDIS_PREFIX`. The commands go over one
+//! Every key and the channel start with `RAMPART_REDIS_PREFIX`, and the commands are only
+//! `PING`, `EVALSHA`/`EVAL`/`SCRIPT LOAD` (the script calls `TIME`, `GET`, `SET`), `PUBLISH`
+//! and `SUBSCRIBE`/`UNSUBSCRIBE` (plus `AUTH`/`SELECT` from the URL): the ACL rule in
+//! `docs/redis/rampart.acl` allows exactly these; a new command must be added there. The commands go over one
 //! auto-reconnecting multiplexed connection per process, connected lazily, so an instance
 //! starts (and reports "not ready") while Redis is down and recovers without a restart when
 //! it comes back. Callers decide what a failure means (see `docs/deployment.md`).
@@ -97,7 +100,12 @@ impl std::fmt::Debug for Redis {
 impl Redis {
     /// Parses `url` and prepares the connection without opening it.
     pub fn connect_lazy(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL ({:?})", e.kind()))?;
+        // No `CLIENT SETINFO` after connecting: the least-privilege ACL user of
+        // docs/redis/rampart.acl may run only the commands Rampart needs.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let client = redis::Client::open(info.set_redis_settings(settings))
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL ({:?})", e.kind()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

@@ -644,3 +644,211 @@ async fn an_admin_ending_access_on_one_instance_is_enforced_by_the_others_within
     login(b, "ended@example.org", PASSWORD).await;
     cluster.stop().await;
 }
+
+/// The guide's least-privilege Redis user (`docs/redis/rampart.acl`), made on the shared
+/// Redis under a name and prefix of one test's own; deleted on drop.
+struct AclUser {
+    admin_url: String,
+    name: String,
+    url: String,
+    prefix: String,
+}
+
+impl AclUser {
+    fn create(admin_url: &str) -> AclUser {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/redis/rampart.acl");
+        let file = std::fs::read_to_string(&path).unwrap();
+        let line = file
+            .lines()
+            .find(|l| l.starts_with("user "))
+            .expect("a `user` line");
+        // The guide shows the very same line.
+        let guide = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/deployment.md"),
+        )
+        .unwrap();
+        assert!(
+            guide.contains(line),
+            "docs/deployment.md must show `{line}`"
+        );
+
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let (name, prefix, password) = (
+            format!("rampart_{suffix}"),
+            format!("t_{suffix}"),
+            format!("pw{suffix}"),
+        );
+        let mut tokens = line.split_whitespace();
+        assert_eq!(
+            (tokens.next(), tokens.next()),
+            (Some("user"), Some("rampart"))
+        );
+        // Only the name, the password and the prefix differ from what the guide shows.
+        let rule: Vec<String> = tokens
+            .map(|t| match t {
+                ">CHANGE-ME" => format!(">{password}"),
+                "~rampart:*" => format!("~{prefix}:*"),
+                "&rampart:*" => format!("&{prefix}:*"),
+                other => {
+                    assert!(!other.contains("rampart"), "{other}: a prefix to replace?");
+                    other.to_owned()
+                }
+            })
+            .collect();
+        let mut args = vec!["ACL".to_owned(), "SETUSER".to_owned(), name.clone()];
+        args.extend(rule);
+        assert_eq!(redis_cli(admin_url, &args), "OK");
+
+        let mut url = reqwest::Url::parse(admin_url).unwrap();
+        url.set_username(&name).unwrap();
+        url.set_password(Some(&password)).unwrap();
+        AclUser {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+            prefix,
+        }
+    }
+
+    /// Entries `ACL LOG` holds for this user (each a refused command, key or channel).
+    fn denials(&self) -> usize {
+        redis_cli(&self.admin_url, &["ACL", "LOG", "128"])
+            .lines()
+            .filter(|l| *l == self.name)
+            .count()
+    }
+}
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        redis_cli(&self.admin_url, &["ACL", "DELUSER", &self.name]);
+    }
+}
+
+/// `redis-cli -u url args…`, its standard output trimmed.
+fn redis_cli(url: &str, args: &[impl AsRef<std::ffi::OsStr>]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["--no-auth-warning", "-u", url])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_redis_user_made_from_the_guides_acl_rule_serves_the_cluster_and_nothing_more() {
+    let Some(redis) = test_redis_url() else {
+        return;
+    };
+    let user = AclUser::create(&redis);
+    let Some(cluster) = Cluster::start(&[
+        ("REDIS_URL", &user.url),
+        ("RAMPART_REDIS_PREFIX", &user.prefix),
+        ("RAMPART_REGISTER_RATE_PER_HOUR", "3"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let (a, b, c) = cluster.abc();
+
+    // Readiness needs PING and the invalidation subscription, on every instance.
+    for (name, node) in NAMES.iter().zip([a, b, c]) {
+        let (status, body) = status_and_body(
+            node.client
+                .get(node.url("/health/ready"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["checks"]["redis"]),
+            (200, &"ok".into()),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(
+        redis_cli(
+            &redis,
+            &["PUBSUB", "NUMSUB", &format!("{}:invalidate", user.prefix)]
+        ),
+        format!("{}:invalidate\n3", user.prefix),
+        "every instance subscribed as the ACL user"
+    );
+
+    // The rate-limit script (EVALSHA, TIME, GET, SET) runs: one budget of 3 registrations.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let node = &cluster.nodes[i % 3];
+        let r = node
+            .client
+            .post(node.url("/api/v1/auth/register"))
+            .json(&json!({"email": format!("acl{i}@example.org"), "password": PASSWORD, "displayName": "T"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429], "one budget of 3");
+
+    // Invalidation (PUBLISH) reaches the other instances.
+    let s = login(a, "acl0@example.org", PASSWORD).await;
+    warm(&[a, b, c], &s.access).await;
+    let r = a
+        .client
+        .post(a.url("/api/v1/auth/logout"))
+        .bearer_auth(&s.access)
+        .send()
+        .await
+        .unwrap();
+    let since = Instant::now();
+    assert_eq!(r.status(), 204);
+    until_refused_on("logout on A", [("B", b), ("C", c)], &s.access, since).await;
+
+    // Nothing Rampart did was refused, and no instance had to fall back.
+    assert_eq!(
+        user.denials(),
+        0,
+        "ACL LOG: {}",
+        redis_cli(&redis, &["ACL", "LOG", "10"])
+    );
+    for (name, node) in NAMES.iter().zip([a, b, c]) {
+        let warnings: Vec<String> = node
+            .log()
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|v| v["level"] != "INFO")
+                    || l.contains("NOPERM")
+            })
+            .map(str::to_owned)
+            .collect();
+        assert!(warnings.is_empty(), "{name} warned: {warnings:#?}");
+    }
+
+    // And nothing more: no server-wide commands, no key or channel outside the prefix.
+    let outside = format!("other_{}:x", user.prefix);
+    for args in [
+        vec!["FLUSHALL"],
+        vec!["CONFIG", "GET", "maxmemory"],
+        vec!["KEYS", "*"],
+        vec!["DEL", "x"],
+        vec!["GET", outside.as_str()],
+        vec!["SET", outside.as_str(), "1"],
+        vec!["PUBLISH", "other:invalidate", "p"],
+        vec!["ACL", "WHOAMI"],
+    ] {
+        let answer = redis_cli(&user.url, &args);
+        assert!(
+            answer.starts_with("NOPERM"),
+            "{args:?} as the ACL user: {answer}"
+        );
+    }
+    cluster.stop().await;
+}
