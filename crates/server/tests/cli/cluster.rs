@@ -825,7 +825,7 @@ async fn a_redis_user_made_from_the_guides_acl_rule_serves_the_cluster_and_nothi
             .lines()
             .filter(|l| {
                 serde_json::from_str::<Value>(l).is_ok_and(|v| v["level"] != "INFO")
-                    || l.contains("NOPERM")
+                    || l.contains("NoPerm")
             })
             .map(str::to_owned)
             .collect();
