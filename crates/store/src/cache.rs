@@ -9,13 +9,14 @@
 //!   it never grants anything, so whoever can publish to Redis can cost database reads, not
 //!   bypass a check.
 //!
-//! Every key and the channel start with `RAMPART_REDIS_PREFIX`, and the commands are only
-//! `PING`, `EVALSHA`/`EVAL`/`SCRIPT LOAD` (the script calls `TIME`, `GET`, `SET`), `PUBLISH`
-//! and `SUBSCRIBE`/`UNSUBSCRIBE` (plus `AUTH`/`SELECT` from the URL): the ACL rule in
-//! `docs/redis/rampart.acl` allows exactly these; a new command must be added there. The commands go over one
-//! auto-reconnecting multiplexed connection per process, connected lazily, so an instance
-//! starts (and reports "not ready") while Redis is down and recovers without a restart when
-//! it comes back. Callers decide what a failure means (see `docs/deployment.md`).
+//! Every key and the channel start with `RAMPART_REDIS_PREFIX`, and the only commands are
+//! `PING`, `EVALSHA` and `SCRIPT LOAD` (the script calls `TIME`, `GET`, `SET`), `PUBLISH`,
+//! `SUBSCRIBE`/`UNSUBSCRIBE`, and `AUTH`/`SELECT` from the URL (no `CLIENT SETINFO`): the
+//! least-privilege ACL rule in `docs/redis/rampart.acl` allows exactly these, so a new
+//! command must be added there too. The commands go over one auto-reconnecting multiplexed
+//! connection per process, connected lazily, so an instance starts (and reports "not
+//! ready") while Redis is down and recovers without a restart when it comes back. Callers
+//! decide what a failure means (see `docs/deployment.md`).
 
 use std::time::Duration;
 
