@@ -1,5 +1,8 @@
 //! Authentication at the HTTP boundary: the bearer-token extractors, the session-liveness
 //! cache, the refresh cookie and the cross-site checks of cookie-authenticated routes.
+//! A request that carries the refresh cookie more than once (a sibling subdomain can plant
+//! a second one) is unauthenticated: which one a browser sends first is not defined, so
+//! neither is used and nothing is consumed (contract §4).
 //!
 //! Two extractors, deliberately distinct:
 //! - [`AuthUser`]: a verified access token whose session is live (checked through
@@ -206,18 +209,30 @@ pub fn clear_refresh_cookie(secure: bool) -> Option<HeaderValue> {
     refresh_cookie(secure, "", 0)
 }
 
-/// The refresh token from the request's cookies, if any.
-pub fn refresh_token_from(headers: &HeaderMap, secure: bool) -> Option<String> {
+/// The refresh token from the request's cookies: exactly one cookie of that name across
+/// every `Cookie` header, with a plausible value. Missing, empty, oversized or present
+/// more than once is [`Error::Unauthenticated`].
+pub fn refresh_token_from(headers: &HeaderMap, secure: bool) -> Result<String, Error> {
     let name = refresh_cookie_name(secure);
-    headers
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        // A header that is not visible ASCII cannot be searched for a duplicate: refuse it
+        // rather than skip it.
+        .map(|v| v.to_str().map_err(|_| Error::Unauthenticated))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim());
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Error::Unauthenticated);
+    };
+    if value.is_empty() || value.len() > 128 {
+        return Err(Error::Unauthenticated);
+    }
+    Ok(value.to_owned())
 }
 
 /// Cookie-authenticated routes refuse cross-site requests (contract §4): an `Origin` that
@@ -277,8 +292,45 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=b; rampart_refresh=xyz; __Secure-rampart_refresh=sec"),
         );
-        assert_eq!(refresh_token_from(&h, false).as_deref(), Some("xyz"));
-        assert_eq!(refresh_token_from(&h, true).as_deref(), Some("sec"));
+        assert_eq!(refresh_token_from(&h, false).unwrap(), "xyz");
+        assert_eq!(refresh_token_from(&h, true).unwrap(), "sec");
+    }
+
+    #[test]
+    fn a_refresh_cookie_sent_twice_is_refused() {
+        let cookies = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::COOKIE, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let refused = [
+            &["rampart_refresh=a; rampart_refresh=b"][..],
+            &["rampart_refresh=a; rampart_refresh=a"],
+            &["rampart_refresh=a", "rampart_refresh=b"],
+            &["x=1; rampart_refresh=a", "y=2;rampart_refresh=b"],
+            &["rampart_refresh=a; rampart_refresh="],
+            &["rampart_refresh =a; rampart_refresh=b"],
+            &[],
+            &["rampart_refresh="],
+            &["other=1"],
+        ];
+        for values in refused {
+            assert!(
+                matches!(
+                    refresh_token_from(&cookies(values), false),
+                    Err(Error::Unauthenticated)
+                ),
+                "{values:?}"
+            );
+        }
+        // The other name does not count: only the configured one is the refresh cookie.
+        let h = cookies(&["rampart_refresh=a; __Secure-rampart_refresh=b"]);
+        assert_eq!(refresh_token_from(&h, false).unwrap(), "a");
+        assert_eq!(refresh_token_from(&h, true).unwrap(), "b");
+        let h = cookies(&["x=1", "rampart_refresh=a"]);
+        assert_eq!(refresh_token_from(&h, false).unwrap(), "a");
     }
 
     #[test]

@@ -136,6 +136,12 @@ where
     }
 }
 
+/// The query of a route that takes no parameters (the unpaginated lists, contract §5):
+/// as `ApiQuery<NoQuery>`, any parameter is `validation_failed` for `query.<name>`.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 /// A path parameter; a malformed one (e.g. not a UUID) is `validation_failed` for
 /// `path.<name>`, and the raw segment is never echoed.
 #[derive(Debug, Clone)]
@@ -466,6 +472,33 @@ mod tests {
             assert_eq!(e.len(), 1, "{body}");
             assert_eq!(e[0].field, field, "{body}");
             assert_eq!(e[0].issue, issue, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_without_parameters_refuses_any() {
+        async fn query(uri: &str) -> Result<(), Vec<FieldError>> {
+            let (mut parts, ()) = axum::http::Request::builder()
+                .uri(uri)
+                .body(())
+                .unwrap()
+                .into_parts();
+            ApiQuery::<NoQuery>::from_request_parts(&mut parts, &())
+                .await
+                .map(|_| ())
+                .map_err(|p| p.errors)
+        }
+        assert_eq!(query("/x").await, Ok(()));
+        assert_eq!(query("/x?").await, Ok(()));
+        for (uri, field) in [
+            ("/x?limit=5", "query.limit"),
+            ("/x?foo", "query.foo"),
+            ("/x?a=1&a=2", "query.a"),
+        ] {
+            let errors = query(uri).await.unwrap_err();
+            assert_eq!(errors.len(), 1, "{uri}");
+            assert_eq!(errors[0].field, field, "{uri}");
+            assert_eq!(errors[0].issue, "is not an allowed field", "{uri}");
         }
     }
 

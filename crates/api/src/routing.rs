@@ -1,5 +1,6 @@
 //! How a feature declares a route: `route(Policy::…, routes!(handler))`. It attaches the
-//! checks the contract orders after routing — rate limit (429), body size (413) and media
+//! checks the contract orders after routing — the client's address (400 when a trusted
+//! proxy's `X-Forwarded-For` does not name it), rate limit (429), body size (413) and media
 //! type (415), authentication (401), permission (403) — to the route's *method handlers*
 //! only, and records the policy in the OpenAPI document. Attaching them with `Router::route_layer`
 //! would also wrap axum's 405 answer, so a rate-limited client would see 429 for a wrong
@@ -15,9 +16,11 @@ use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self as mw, Next};
 use axum::response::{IntoResponse, Response};
+use rampart_core::FieldError;
 use utoipa_axum::router::UtoipaMethodRouter;
 
 use crate::extract::{ClientIp, is_json_utf8};
+use crate::middleware::client_ip::UnparsableForwardedFor;
 use crate::middleware::rate_limit::RateLimits;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -187,6 +190,14 @@ async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) 
     let Some(guards) = req.extensions().get::<Guards>().cloned() else {
         return Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response();
     };
+    // Without the client's address no per-IP limit can be kept (contract §9).
+    if req.extensions().get::<UnparsableForwardedFor>().is_some() {
+        return Problem::validation(vec![FieldError::new(
+            "header.x-forwarded-for",
+            "does not name the client's address",
+        )])
+        .into_response();
+    }
     let ip = req
         .extensions()
         .get::<ClientIp>()

@@ -80,6 +80,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub trusted_proxies: Vec<IpNet>,
+    /// Per-IP limits key an IPv6 client by its network of this many bits (32–128).
+    pub ipv6_prefix: u8,
     pub allowed_origins: Vec<String>,
     pub rate_limit_per_minute: u32,
     pub login_rate_per_minute: u32,
@@ -133,6 +135,7 @@ const KNOWN: &[&str] = &[
     "RAMPART_LOG_FORMAT",
     "RAMPART_LOG_LEVEL",
     "RAMPART_TRUSTED_PROXIES",
+    "RAMPART_IPV6_PREFIX",
     "RAMPART_ALLOWED_ORIGINS",
     "RAMPART_RATE_LIMIT_PER_MINUTE",
     "RAMPART_LOGIN_RATE_PER_MINUTE",
@@ -427,6 +430,12 @@ impl Config {
         });
         let log_level = p.string("RAMPART_LOG_LEVEL", "info");
         let trusted_proxies = p.parsed("RAMPART_TRUSTED_PROXIES", Vec::new(), parse_cidrs);
+        let ipv6_prefix = p.number(
+            "RAMPART_IPV6_PREFIX",
+            crate::net::DEFAULT_IPV6_PREFIX,
+            *crate::net::IPV6_PREFIX_RANGE.start(),
+            *crate::net::IPV6_PREFIX_RANGE.end(),
+        );
         let allowed_origins = p.parsed("RAMPART_ALLOWED_ORIGINS", Vec::new(), parse_origins);
         let rate_limit_per_minute =
             p.number("RAMPART_RATE_LIMIT_PER_MINUTE", 300u32, 1, 10_000_000);
@@ -541,6 +550,7 @@ impl Config {
                 log_format,
                 log_level,
                 trusted_proxies,
+                ipv6_prefix,
                 allowed_origins,
                 rate_limit_per_minute,
                 login_rate_per_minute,
@@ -781,6 +791,23 @@ mod tests {
         assert_eq!(c.refresh_token_ttl, 7 * DAY);
         assert_eq!(c.jwt_alg, JwtAlg::Rs256);
         assert!(c.docs);
+    }
+
+    #[test]
+    fn ipv6_prefix_is_32_to_128_bits() {
+        assert_eq!(load(&[]).unwrap().ipv6_prefix, 64);
+        for ok in ["32", "48", "56", "128"] {
+            let c = load(&[("RAMPART_IPV6_PREFIX", ok)]).unwrap();
+            assert_eq!(c.ipv6_prefix.to_string(), ok);
+        }
+        for bad in ["31", "129", "0", "-64", "64.0", "/64", "sixty-four"] {
+            let problems = load(&[("RAMPART_IPV6_PREFIX", bad)]).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert!(
+                problems[0].starts_with("RAMPART_IPV6_PREFIX") && problems[0].contains("32 to 128"),
+                "{bad:?}: {problems:?}"
+            );
+        }
     }
 
     #[test]

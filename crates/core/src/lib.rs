@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod keys;
+pub mod net;
 pub mod passwords;
 pub mod rbac;
 pub mod tokens;

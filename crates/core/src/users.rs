@@ -1,6 +1,7 @@
 //! Users and sessions as the domain sees them, and the newtypes that make invalid input
-//! impossible past the boundary: an [`Email`] is trimmed, well-formed and carries its
-//! case-folded form for uniqueness; a [`DisplayName`] is 1–100 characters with no control
+//! impossible past the boundary: an [`Email`] is trimmed, well-formed, at most 254
+//! characters (RFC 5321; [`check_email_length`] is the same bound for forms that take any
+//! text, such as login) and carries its case-folded form for uniqueness; a [`DisplayName`] is 1–100 characters with no control
 //! characters (contract §4). Nothing here serialises: response types live in `api`.
 
 use uuid::Uuid;
@@ -16,15 +17,18 @@ pub struct Email {
 }
 
 impl Email {
+    /// Characters (Unicode scalar values) after trimming (contract §4, RFC 5321).
     pub const MAX_LEN: usize = 254;
 
     /// Parses an address for `field`. The rules are deliberately simple (one `@`, a
     /// non-empty local part of at most 64 bytes, a dotted domain, no spaces or control
-    /// characters): deliverability is proven by mail, not by a regex.
+    /// characters, at most [`Self::MAX_LEN`] characters): deliverability is proven by
+    /// mail, not by a regex.
     pub fn parse(raw: &str, field: &str) -> Result<Self, FieldError> {
         let invalid = || FieldError::new(field, "must be a valid email address");
+        check_email_length(raw, field)?;
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.len() > Self::MAX_LEN {
+        if trimmed.is_empty() {
             return Err(invalid());
         }
         if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -71,6 +75,18 @@ impl Email {
             .rsplit_once('@')
             .map_or(self.normalized.as_str(), |(local, _)| local)
     }
+}
+
+/// The one rule every email field enforces, also those that otherwise take any text
+/// (login, password-reset request: their answer must not depend on whether the text is an
+/// address): at most [`Email::MAX_LEN`] characters after trimming. Checked on the form
+/// before anything is looked up or counted, so no lockout or throttle key is ever made
+/// from a longer one.
+pub fn check_email_length(raw: &str, field: &str) -> Result<(), FieldError> {
+    if raw.trim().chars().count() > Email::MAX_LEN {
+        return Err(FieldError::new(field, "must be at most 254 characters"));
+    }
+    Ok(())
 }
 
 /// The normalised form of whatever was typed into an email field, valid or not: lockout
@@ -202,6 +218,35 @@ mod tests {
         let long = format!("{}@example.org", "a".repeat(65));
         assert!(Email::parse(&long, "email").is_err());
         assert_eq!(normalize_email(" X@Y.Z "), "x@y.z");
+    }
+
+    /// `len` characters: a 64-character local part and a dotted domain of letters `l`.
+    fn email_of_chars(len: usize, l: char) -> String {
+        let local = "a".repeat(64);
+        let domain_len = len - local.len() - 1 - ".org".len();
+        format!("{local}@{}.org", l.to_string().repeat(domain_len))
+    }
+
+    #[test]
+    fn emails_are_at_most_254_characters_after_trimming() {
+        for l in ['b', 'é'] {
+            let at_limit = email_of_chars(254, l);
+            assert_eq!(at_limit.chars().count(), 254);
+            let padded = format!("  {at_limit}\t");
+            assert_eq!(Email::parse(&padded, "email").unwrap().as_str(), at_limit);
+            assert!(check_email_length(&padded, "email").is_ok());
+
+            let over = email_of_chars(255, l);
+            let e = Email::parse(&over, "email").unwrap_err();
+            assert_eq!(e.field, "email");
+            assert_eq!(e.issue, "must be at most 254 characters");
+            let e = check_email_length(&over, "email").unwrap_err();
+            assert_eq!(e.issue, "must be at most 254 characters");
+        }
+        // Any text is measured, not only addresses.
+        assert!(check_email_length(&"x".repeat(254), "email").is_ok());
+        assert!(check_email_length(&"x".repeat(255), "email").is_err());
+        assert!(check_email_length("", "email").is_ok());
     }
 
     #[test]

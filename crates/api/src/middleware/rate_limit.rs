@@ -8,6 +8,10 @@
 //! client behind N instances then gets at most N times its budget, never an unlimited one.
 //! After a Redis failure the instance stays on memory for [`REDIS_RETRY_AFTER`] before it
 //! asks Redis again, so an outage costs one timeout per interval, not one per request.
+//!
+//! Every limit is kept per client key ([`client_key`]): an IPv4 address, or the
+//! `RAMPART_IPV6_PREFIX`-bit network of an IPv6 one (an IPv4-mapped address counts as
+//! IPv4), so a host cannot multiply its budget by rotating through its /64.
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use rampart_core::config::Config;
+use rampart_core::net::client_key;
 use rampart_store::{Limit, Redis};
 
 use crate::routing::RouteLimit;
@@ -66,6 +72,7 @@ pub struct RateLimits {
     register: Named,
     reset: Named,
     redis: Option<Redis>,
+    ipv6_prefix: u8,
     /// Until when Redis is not asked after a failure, in milliseconds since `epoch`
     /// (0: ask it).
     redis_down_until_ms: AtomicU64,
@@ -83,6 +90,7 @@ impl RateLimits {
             // Requests and confirmations: 4 × the per-email limit per IP.
             reset: Named::new("reset", config.reset_rate_per_hour.saturating_mul(4), HOUR),
             redis,
+            ipv6_prefix: config.ipv6_prefix,
             redis_down_until_ms: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -91,14 +99,16 @@ impl RateLimits {
 
     /// `Ok` when `ip` may make a request to a route with `route` limit, else the seconds
     /// to wait (at least 1). The global limit is consumed even when the route's refuses.
+    /// `ip` is the full client address; the limits are kept for its [`client_key`].
     pub async fn check(&self, ip: IpAddr, route: Option<RouteLimit>) -> Result<(), u64> {
+        let key = client_key(ip, self.ipv6_prefix);
         let route = route.map(|r| match r {
             RouteLimit::Login => &self.login,
             RouteLimit::Register => &self.register,
             RouteLimit::Reset => &self.reset,
         });
         if let Some(redis) = self.redis_if_up() {
-            let subject = ip.to_string();
+            let subject = key.to_string();
             let mut limits = vec![self.global.limit(&subject)];
             limits.extend(route.map(|r| r.limit(&subject)));
             match redis.gcra(&limits).await {
@@ -111,9 +121,9 @@ impl RateLimits {
                 Err(e) => self.redis_failed(&e),
             }
         }
-        self.global.local.check(ip)?;
+        self.global.local.check(key)?;
         match route {
-            Some(r) => r.local.check(ip),
+            Some(r) => r.local.check(key),
             None => Ok(()),
         }
     }
@@ -161,8 +171,9 @@ impl RateLimits {
     }
 }
 
+/// A keyed in-memory GCRA limiter; keys are [`client_key`]s.
 pub struct IpRateLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiter: DefaultKeyedRateLimiter<IpNet>,
     clock: DefaultClock,
 }
 
@@ -187,8 +198,8 @@ impl IpRateLimiter {
     }
 
     /// `Ok` when the request may go on, else the seconds to wait (at least 1).
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        self.limiter.check_key(&ip).map_err(|not_until| {
+    pub fn check(&self, key: IpNet) -> Result<(), u64> {
+        self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             retry_after_secs(wait)
         })
@@ -212,15 +223,91 @@ mod tests {
     #[test]
     fn burst_then_refuse_with_retry_after() {
         let l = IpRateLimiter::per_minute(3);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip: IpNet = "192.0.2.1/32".parse().unwrap();
         for _ in 0..3 {
             assert!(l.check(ip).is_ok());
         }
         let wait = l.check(ip).unwrap_err();
         assert!((1..=20).contains(&wait), "{wait}");
         assert!(
-            l.check("192.0.2.2".parse().unwrap()).is_ok(),
+            l.check("192.0.2.2/32".parse().unwrap()).is_ok(),
             "keyed per IP"
+        );
+    }
+
+    fn limits_of(pairs: &[(&str, &str)]) -> RateLimits {
+        let config = Config::load(&rampart_core::config::Sources::from_pairs(
+            pairs.iter().copied(),
+        ))
+        .unwrap();
+        RateLimits::new(&config, None)
+    }
+
+    fn v6(segments: [u16; 8]) -> IpAddr {
+        IpAddr::V6(std::net::Ipv6Addr::from(segments))
+    }
+
+    #[tokio::test]
+    async fn a_rotating_ipv6_client_shares_one_budget() {
+        let limits = limits_of(&[("RAMPART_RATE_LIMIT_PER_MINUTE", "3")]);
+        for i in 1..=3u16 {
+            let ip = v6([0x2001, 0xdb8, 0, 7, 0, 0, 0, i]);
+            assert_eq!(limits.check(ip, None).await, Ok(()), "{i}");
+        }
+        let fourth = v6([0x2001, 0xdb8, 0, 7, 9, 9, 9, 9]);
+        assert!(limits.check(fourth, None).await.is_err());
+        let elsewhere = v6([0x2001, 0xdb8, 0, 8, 0, 0, 0, 1]);
+        assert_eq!(limits.check(elsewhere, None).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn the_ipv6_prefix_is_configurable() {
+        let limits = limits_of(&[
+            ("RAMPART_RATE_LIMIT_PER_MINUTE", "1"),
+            ("RAMPART_IPV6_PREFIX", "48"),
+        ]);
+        assert_eq!(
+            limits
+                .check(v6([0x2001, 0xdb8, 1, 1, 0, 0, 0, 1]), None)
+                .await,
+            Ok(())
+        );
+        // Another /64 of the same /48: one client.
+        assert!(
+            limits
+                .check(v6([0x2001, 0xdb8, 1, 2, 0, 0, 0, 1]), None)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            limits
+                .check(v6([0x2001, 0xdb8, 2, 1, 0, 0, 0, 1]), None)
+                .await,
+            Ok(())
+        );
+        // A /128 prefix keys every address apart.
+        let limits = limits_of(&[
+            ("RAMPART_RATE_LIMIT_PER_MINUTE", "1"),
+            ("RAMPART_IPV6_PREFIX", "128"),
+        ]);
+        for last in 1..=2u16 {
+            let ip = v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]);
+            assert_eq!(limits.check(ip, None).await, Ok(()), "{last}");
+        }
+    }
+
+    #[tokio::test]
+    async fn mapped_ipv4_shares_the_ipv4_budget() {
+        let limits = limits_of(&[("RAMPART_RATE_LIMIT_PER_MINUTE", "1")]);
+        assert_eq!(
+            limits.check("192.0.2.7".parse().unwrap(), None).await,
+            Ok(())
+        );
+        assert!(
+            limits
+                .check("::ffff:192.0.2.7".parse().unwrap(), None)
+                .await
+                .is_err()
         );
     }
 

@@ -1,11 +1,15 @@
 //! `/api/v1/auth` (contract §4): registration, login, refresh, logout, sessions, password.
 //! Handlers extract, call one service function and shape the response; the refresh token
-//! only ever travels in the `HttpOnly` cookie, never in a body.
+//! only ever travels in the `HttpOnly` cookie, never in a body, and a request carrying it
+//! twice is refused before anything is looked up. Every email field is at most 254
+//! characters: routes that take any text as an email (login, reset request) check that
+//! bound here, on the form, before the service counts or looks up anything.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rampart_core::Error;
+use rampart_core::users::check_email_length;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{self, AuthUser};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, NoQuery};
 use crate::problem::ApiError;
 use crate::routes::users::UserResponse;
 use crate::routing::{Policy, RouteLimit, route, route_limited};
@@ -161,6 +165,7 @@ async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; refresh cookie set (or, with MFA on, `MfaRequiredResponse`)", body = LoginResponse),
+        (status = 400, description = "Malformed body, or an email over 254 characters"),
         (status = 401, description = "Wrong email/password pair (invalid_credentials)"),
         (status = 429, description = "Rate limited or email locked out"),
         (status = 503, description = "Password hashing at capacity"),
@@ -170,6 +175,7 @@ async fn login(
     meta: RequestMeta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    check_email_length(&req.email, "email").map_err(|e| Error::Validation(vec![e]))?;
     match service::login(&state, &meta, &req.email, req.password).await? {
         service::LoginStep::Complete(outcome) => Ok(login_response(&state, outcome)),
         service::LoginStep::MfaRequired {
@@ -197,8 +203,7 @@ async fn refresh(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     auth::check_same_site(&headers, &state.config.allowed_origins)?;
-    let token = auth::refresh_token_from(&headers, state.config.cookie_secure)
-        .ok_or(Error::Unauthenticated)?;
+    let token = auth::refresh_token_from(&headers, state.config.cookie_secure)?;
     match service::refresh(&state, &meta, &token).await {
         Ok(outcome) => Ok(login_response(&state, outcome)),
         // A dead refresh cookie is useless to the browser: clear it with the 401.
@@ -226,8 +231,7 @@ async fn logout(
         Some(user) => service::logout(&state, &meta, user).await?,
         None => {
             auth::check_same_site(&headers, &state.config.allowed_origins)?;
-            let token = auth::refresh_token_from(&headers, state.config.cookie_secure)
-                .ok_or(Error::Unauthenticated)?;
+            let token = auth::refresh_token_from(&headers, state.config.cookie_secure)?;
             service::logout_by_refresh(&state, &meta, &token).await?;
         }
     }
@@ -255,11 +259,13 @@ async fn logout_all(
 
 /// The caller's live sessions.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
-    responses((status = 200, body = SessionsResponse), (status = 401, description = "Unauthenticated")),
+    responses((status = 200, body = SessionsResponse), (status = 400, description = "A query parameter (none are accepted)"),
+        (status = 401, description = "Unauthenticated")),
     security(("bearer" = [])))]
 async fn list_sessions(
     State(state): State<AppState>,
     user: AuthUser,
+    _: ApiQuery<NoQuery>,
 ) -> Result<axum::Json<SessionsResponse>, ApiError> {
     let sessions =
         rampart_store::sessions::list_live(&state.db, user.user_id, state.clock.now_ms()).await?;
@@ -450,18 +456,21 @@ async fn mfa_disable(
 
 /// Ask for a password-reset link by email. Always 202 with the same body.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/request", tag = "auth", request_body = ResetRequest,
-    responses((status = 202, body = ResetAccepted), (status = 429, description = "Rate limited")))]
+    responses((status = 202, body = ResetAccepted),
+        (status = 400, description = "Malformed body, or an email over 254 characters"),
+        (status = 429, description = "Rate limited")))]
 async fn reset_request(
     State(state): State<AppState>,
     meta: RequestMeta,
     ApiJson(req): ApiJson<ResetRequest>,
-) -> Response {
+) -> Result<Response, ApiError> {
+    check_email_length(&req.email, "email").map_err(|e| Error::Validation(vec![e]))?;
     mfa_service::request_reset(&state, &meta, &req.email);
-    (
+    Ok((
         StatusCode::ACCEPTED,
         axum::Json(ResetAccepted { status: "accepted" }),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Set a new password with a reset token; every session ends.

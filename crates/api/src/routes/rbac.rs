@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, NoQuery};
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
 use crate::routing::{Policy, route};
@@ -101,11 +101,13 @@ pub struct UpdateRoleRequest {
 
 /// Every active permission the code declares.
 #[utoipa::path(get, path = "/api/v1/rbac/permissions", tag = "rbac",
-    responses((status = 200, body = PermissionList), (status = 401, description = "Unauthenticated"),
+    responses((status = 200, body = PermissionList), (status = 400, description = "A query parameter (none are accepted)"),
+        (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:read")),
     security(("bearer" = [])))]
 async fn list_permissions(
     State(state): State<AppState>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<axum::Json<PermissionList>, ApiError> {
     let items = rampart_store::rbac::list_permissions(&state.db)
         .await?
@@ -121,10 +123,14 @@ async fn list_permissions(
 
 /// Every role with its permissions.
 #[utoipa::path(get, path = "/api/v1/rbac/roles", tag = "rbac",
-    responses((status = 200, body = RoleList), (status = 401, description = "Unauthenticated"),
+    responses((status = 200, body = RoleList), (status = 400, description = "A query parameter (none are accepted)"),
+        (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:read")),
     security(("bearer" = [])))]
-async fn list_roles(State(state): State<AppState>) -> Result<axum::Json<RoleList>, ApiError> {
+async fn list_roles(
+    State(state): State<AppState>,
+    _: ApiQuery<NoQuery>,
+) -> Result<axum::Json<RoleList>, ApiError> {
     let roles = rampart_store::rbac::list_roles(&state.db).await?;
     Ok(axum::Json(RoleList {
         items: roles.iter().map(RoleResponse::from).collect(),

@@ -2,7 +2,8 @@
 //! copies. Ownership is part of the SQL (`store::notes::Scope`), never a check after
 //! loading; another user's note is 404 unless the caller holds `notes:read_any` (read only:
 //! a write is then 403) or `notes:manage_any` (read and write). HTML bodies are sanitised
-//! on write against an allowlist; titles are plain text.
+//! on write against an allowlist, and the length limit applies to what is stored, after
+//! sanitising (which can grow a body: every link gets a `rel`); titles are plain text.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -73,30 +74,40 @@ fn check_title(title: &str) -> std::result::Result<(), FieldError> {
     Ok(())
 }
 
-fn check_body(body: &str) -> std::result::Result<(), FieldError> {
-    if body.chars().count() > BODY_MAX {
+/// The limit holds for the body as sent and for `stored`, the sanitised body: sanitising
+/// can grow a body (every link gets a `rel`), and what is stored is what readers get.
+fn check_body(raw: &str, stored: &str) -> std::result::Result<(), FieldError> {
+    if raw.contains('\0') {
+        return Err(FieldError::new("body", "must not contain NUL characters"));
+    }
+    if raw.chars().count() > BODY_MAX {
         return Err(FieldError::new("body", "must be at most 20000 characters"));
     }
-    if body.contains('\0') {
-        return Err(FieldError::new("body", "must not contain NUL characters"));
+    if stored.chars().count() > BODY_MAX {
+        return Err(FieldError::new(
+            "body",
+            "must be at most 20000 characters once sanitised",
+        ));
     }
     Ok(())
 }
 
-fn validate(title: Option<&str>, body: Option<&str>) -> Result<()> {
+/// Checks the title and the body, and returns the body as it will be stored.
+fn validate(title: Option<&str>, body: Option<&str>) -> Result<Option<String>> {
     let mut errors = Vec::new();
     if let Some(t) = title
         && let Err(e) = check_title(t)
     {
         errors.push(e);
     }
-    if let Some(b) = body
-        && let Err(e) = check_body(b)
+    let sanitized = body.map(|b| (b, sanitize(b)));
+    if let Some((raw, stored)) = &sanitized
+        && let Err(e) = check_body(raw, stored)
     {
         errors.push(e);
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(sanitized.map(|(_, stored)| stored))
     } else {
         Err(Error::Validation(errors))
     }
@@ -109,7 +120,7 @@ pub async fn create(
     title: &str,
     body: &str,
 ) -> Result<Note> {
-    validate(Some(title), Some(body))?;
+    let body = validate(Some(title), Some(body))?.unwrap_or_default();
     let id = Uuid::now_v7();
     let event = meta
         .event("note.created", Outcome::Success)
@@ -120,7 +131,7 @@ pub async fn create(
         id,
         caller.user_id,
         title,
-        &sanitize(body),
+        &body,
         state.clock.now_ms(),
         &event,
     )
@@ -171,7 +182,7 @@ pub async fn update(
     title: Option<&str>,
     body: Option<&str>,
 ) -> Result<Note> {
-    validate(title, body)?;
+    let sanitized = validate(title, body)?;
     if title.is_none() && body.is_none() {
         return Err(Error::validation("body", "must change title or body"));
     }
@@ -180,7 +191,6 @@ pub async fn update(
         .event("note.updated", Outcome::Success)
         .with_actor(caller.user_id)
         .with_target("note", id.to_string());
-    let sanitized = body.map(sanitize);
     notes::update(
         &state.db,
         id,
@@ -214,7 +224,38 @@ pub async fn delete(
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize;
+    use super::{BODY_MAX, sanitize, validate};
+    use rampart_core::Error;
+
+    #[test]
+    fn the_limit_is_on_the_sanitised_body() {
+        let link = r#"<a href="https://e.example">l</a>"#;
+        let grown = sanitize(link).chars().count();
+        assert!(grown > link.len());
+        // Just under the limit as sent, over it once every link has its `rel`.
+        let n = BODY_MAX / link.len();
+        let body = link.repeat(n);
+        assert!(body.chars().count() <= BODY_MAX);
+        assert!(n * grown > BODY_MAX);
+        let Err(Error::Validation(errors)) = validate(None, Some(&body)) else {
+            panic!("accepted a body over the limit once sanitised");
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "body");
+        assert_eq!(
+            errors[0].issue,
+            "must be at most 20000 characters once sanitised"
+        );
+        // As sent, the limit holds too, whatever sanitising would leave.
+        let script = format!("<script>{}</script>ok", "x".repeat(BODY_MAX));
+        assert!(validate(None, Some(&script)).is_err());
+        // At the limit once sanitised: accepted, and stored sanitised.
+        let fits = link.repeat(BODY_MAX / grown);
+        assert_eq!(
+            validate(None, Some(&fits)).unwrap().unwrap(),
+            sanitize(link).repeat(BODY_MAX / grown)
+        );
+    }
 
     #[test]
     fn allowlist() {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod authz;
+mod edges;
 mod identity;
 mod mfa;
 mod pipeline;
