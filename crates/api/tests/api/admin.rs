@@ -442,7 +442,7 @@ async fn role_grant_racing_the_loss_of_that_permission_never_escalates(backend: 
                 granted_first += 1;
                 assert_eq!(
                     last_targets(&app, &["role.updated"], 2).await,
-                    [other_role.clone(), granter_role.clone()],
+                    [other_role.as_str(), granter_role.as_str()],
                     "iteration {i}: the grant committed after the caller lost audit:read"
                 );
                 assert_eq!(other_now, ["audit:read"], "iteration {i}");
@@ -451,7 +451,7 @@ async fn role_grant_racing_the_loss_of_that_permission_never_escalates(backend: 
                 refused += 1;
                 assert_eq!(
                     last_targets(&app, &["role.updated"], 1).await,
-                    [granter_role.clone()],
+                    [granter_role.as_str()],
                     "iteration {i}"
                 );
                 assert!(other_now.is_empty(), "iteration {i}: {other_now:?}");
@@ -528,7 +528,7 @@ async fn role_assignment_racing_the_loss_of_its_permission_never_escalates(backe
                 granted_first += 1;
                 assert_eq!(
                     last_targets(&app, &actions, 2).await,
-                    [target.user_id.clone(), assigner_role.clone()],
+                    [target.user_id.as_str(), assigner_role.as_str()],
                     "iteration {i}: the assignment committed after the caller lost audit:read"
                 );
                 assert_eq!(roles_now, ["auditor", "user"], "iteration {i}");
@@ -537,7 +537,7 @@ async fn role_assignment_racing_the_loss_of_its_permission_never_escalates(backe
                 refused += 1;
                 assert_eq!(
                     last_targets(&app, &actions, 1).await,
-                    [assigner_role.clone()],
+                    [assigner_role.as_str()],
                     "iteration {i}"
                 );
                 assert_eq!(roles_now, ["user"], "iteration {i}");
