@@ -15,7 +15,7 @@ use rampart_core::crypto::{self, DataKey, DataKeys};
 use rampart_core::keys::{self, KeyStore};
 use rampart_core::passwords::{HashParams, PasswordHasher, PasswordPolicy};
 use rampart_core::rbac::{CATALOGUE, USER_DEFAULTS};
-use rampart_core::users::{DisplayName, Email};
+use rampart_core::users::{DisplayName, Email, UserStatus};
 use rampart_core::{Clock, SystemClock};
 use rampart_store::mail::Mailer;
 use rampart_store::users::NewUser;
@@ -56,8 +56,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 AdminCommand::Create {
                     email,
                     display_name,
+                    promote_existing,
                 },
-        } => admin_create(&config, &email, &display_name).await,
+        } => admin_create(&config, &email, &display_name, promote_existing).await,
         Command::Purge => purge(&config).await,
         Command::Audit {
             command: AuditCommand::Verify,
@@ -255,9 +256,19 @@ async fn sync_permissions(db: &Db) -> anyhow::Result<rampart_store::rbac::SyncRe
         .map_err(|e| anyhow::anyhow!("syncing the permission catalogue: {e}"))
 }
 
-/// `rampart admin create --email E`: the password comes from stdin and must pass the
-/// same policy as registration.
-async fn admin_create(config: &Config, email: &str, display_name: &str) -> anyhow::Result<()> {
+/// `rampart admin create --email E [--promote-existing]` (contract §9): the password comes
+/// from stdin. A new account must pass the registration policy and is created by one
+/// `INSERT` (of concurrent runs for one email exactly one creates). An existing account is
+/// never changed unless `promote_existing`, and then only when the password verifies
+/// against its stored hash, the way login checks it, and that hash is still in place when
+/// `admin` is granted; a deleted or disabled account is refused.
+async fn admin_create(
+    config: &Config,
+    email: &str,
+    display_name: &str,
+    promote_existing: bool,
+) -> anyhow::Result<()> {
+    use rampart_store::users::{self, Promotion};
     use std::io::BufRead;
     let email = Email::parse(email, "email").map_err(|e| anyhow::anyhow!("--email {}", e.issue))?;
     let display_name = DisplayName::parse(display_name, "displayName")
@@ -267,58 +278,102 @@ async fn admin_create(config: &Config, email: &str, display_name: &str) -> anyho
         anyhow::bail!("the database has pending migrations; run `rampart migrate` first");
     }
     sync_permissions(&db).await?;
-    let existing = rampart_store::users::find_by_email(&db, email.normalized())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
-    let hash = if existing.is_none() {
+    let hasher = PasswordHasher::new(HashParams {
+        m_kib: config.argon2_memory_kib,
+        t: config.argon2_iterations,
+        p: config.argon2_parallelism,
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let existing = users::find_credentials(&db, email.normalized())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let taken = || {
+        anyhow::anyhow!(
+            "{} already belongs to an account; nothing changed (to make that account an admin, \
+             pass --promote-existing with its password on stdin)",
+            email.as_str()
+        )
+    };
+    let Some(account) = existing else {
         let policy = PasswordPolicy::new(config.password_min_length);
         if let Err(problems) = policy.check(&password, Some(&email), "password") {
             let issues: Vec<String> = problems.into_iter().map(|p| p.issue).collect();
             anyhow::bail!("password refused: {}", issues.join("; "));
         }
-        let hasher = PasswordHasher::new(HashParams {
-            m_kib: config.argon2_memory_kib,
-            t: config.argon2_iterations,
-            p: config.argon2_parallelism,
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        hasher.hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?
-    } else {
-        // An existing account keeps its password; stdin is read and ignored.
-        String::new()
-    };
-    let id = uuid::Uuid::now_v7();
-    let created = NewAuditEvent::new("user.roles_changed", Outcome::Success)
-        .with_details(serde_json::json!({"via": "cli", "created": true, "to": ["admin", "user"]}));
-    let promoted = NewAuditEvent::new("user.roles_changed", Outcome::Success)
-        .with_details(serde_json::json!({"via": "cli", "created": false, "added": ["admin"]}));
-    let (user, was_created) = rampart_store::users::create_or_promote_admin(
-        &db,
-        &NewUser {
-            id,
+        let hash = hasher.hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let event = NewAuditEvent::new("user.roles_changed", Outcome::Success).with_details(
+            serde_json::json!({"via": "cli", "created": true, "to": ["admin", "user"]}),
+        );
+        let new_user = NewUser {
+            id: uuid::Uuid::now_v7(),
             email: &email,
             display_name: &display_name,
             password_hash: &hash,
             now_ms: SystemClock.now_ms(),
-        },
-        &created,
-        &promoted,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    db.close().await;
-    if was_created {
+        };
+        let user = match users::create_admin(&db, &new_user, &event).await {
+            Ok(user) => user,
+            // Another run (or a registration) took the address after the lookup above.
+            Err(rampart_core::Error::Conflict(_)) => return Err(taken()),
+            Err(e) => anyhow::bail!("{e}"),
+        };
+        db.close().await;
         println!("created admin {} ({})", user.email, user.id);
-    } else {
-        println!(
-            "promoted {} ({}) to admin; password unchanged",
-            user.email, user.id
+        return Ok(());
+    };
+    if !promote_existing {
+        return Err(taken());
+    }
+    if account.deleted {
+        anyhow::bail!(
+            "{} belongs to a deleted account; nothing changed",
+            email.as_str()
         );
     }
-    Ok(())
+    if account.status != UserStatus::Active {
+        anyhow::bail!(
+            "{} belongs to a disabled account; nothing changed (enable it first)",
+            email.as_str()
+        );
+    }
+    let stored = account.password_hash.expose();
+    if !hasher.verify(&password, stored).is_valid() {
+        anyhow::bail!(
+            "the password on stdin is not the password of {}; nothing changed",
+            email.as_str()
+        );
+    }
+    let event = NewAuditEvent::new("user.roles_changed", Outcome::Success).with_details(
+        serde_json::json!({"via": "cli", "created": false, "added": ["admin"], "passwordVerified": true}),
+    );
+    let outcome =
+        users::promote_to_admin(&db, account.user_id, stored, SystemClock.now_ms(), &event)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    db.close().await;
+    match outcome {
+        Promotion::Promoted(user) => {
+            println!(
+                "promoted {} ({}) to admin; password unchanged",
+                user.email, user.id
+            );
+            Ok(())
+        }
+        Promotion::AlreadyAdmin(user) => {
+            println!(
+                "{} ({}) is already an admin; nothing changed",
+                user.email, user.id
+            );
+            Ok(())
+        }
+        Promotion::Refused => anyhow::bail!(
+            "the account of {} changed while this ran (password, status or deletion); nothing changed",
+            email.as_str()
+        ),
+    }
 }
 
 fn keys_command(config: &Config, command: KeysCommand) -> anyhow::Result<()> {

@@ -77,15 +77,20 @@ pub enum Alg {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create a user with the `admin` role, or add `admin` to an existing user. The
-    /// password of a new user is read from standard input (one line); there is no default
-    /// admin and no password on the command line.
+    /// Create a user with the `admin` role. The password is read from standard input (one
+    /// line); there is no default admin and no password on the command line. If the email
+    /// already belongs to an account, nothing changes and the exit status is 1, unless
+    /// --promote-existing is given.
     Create {
         #[arg(long, value_name = "EMAIL")]
         email: String,
         /// Display name of a new user.
         #[arg(long, default_value = "Administrator")]
         display_name: String,
+        /// If the email already belongs to an active account, grant it `admin`, but only
+        /// when the password on standard input is that account's password.
+        #[arg(long)]
+        promote_existing: bool,
     },
 }
 

@@ -7,7 +7,8 @@
 //! the caller's hashes. Invariants: MFA is on (`mfa_enabled`) exactly when `totp_secret`
 //! is set, and a user has recovery codes only while MFA is on; enabling and disabling
 //! each commit in one transaction with the other sessions' revocation and the audit event
-//! (appended last, after the row locks). Every single-use decision is one conditional
+//! (appended last, after the row locks); so does an administrator's [`reset`], which also
+//! deletes every login challenge of the user. Every single-use decision is one conditional
 //! `UPDATE` whose `WHERE` states the condition, so of any number of concurrent callers
 //! exactly one changes the row: a TOTP step is accepted only if it is after
 //! `totp_last_step` (RFC 6238 §5.2: no code is accepted twice), a recovery code or a
@@ -233,6 +234,84 @@ pub async fn disable(
     crate::audit::append(&mut tx, audit, now_ms).await?;
     tx.commit().await?;
     Ok(revoked)
+}
+
+// Unlike DISABLE_MFA, also for a disabled user: the reset is an administrator's recovery.
+const RESET_MFA: &str = "UPDATE users SET totp_secret = NULL, totp_pending = NULL, \
+     totp_last_step = NULL, mfa_enabled = FALSE, updated_at_ms = $2 \
+     WHERE id = $1 AND mfa_enabled AND deleted_at_ms IS NULL";
+
+// Gone rather than marked used: an `mfaToken` of this user must never verify again.
+const DELETE_USER_CHALLENGES: &str = "DELETE FROM mfa_challenges WHERE user_id = $1";
+
+/// `revoked_reason` of the sessions ended by an administrator's MFA reset.
+pub const MFA_RESET: &str = "mfa_reset";
+
+/// What [`reset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MfaReset {
+    /// MFA was on and is now off; these sessions were revoked (ids oldest first).
+    Reset { ended: Vec<Uuid> },
+    /// MFA was already off: nothing was written, no event appended.
+    AlreadyOff,
+}
+
+/// An administrator's MFA reset (contract §5 `DELETE /users/{id}/mfa`), in one transaction
+/// under the RBAC lock: `NotFound` for a missing or deleted user; `Forbidden` unless
+/// `resetter` holds every permission the user's roles grant (anti-escalation, read after
+/// the lock, as in [`crate::rbac`]); then, when MFA is on, clears the secret, any pending
+/// secret and the last step, deletes the recovery codes and every login challenge of the
+/// user (no `mfaToken` of theirs verifies again), revokes every live session (reason
+/// `mfa_reset`) and appends `audit`. Idempotent: when MFA is already off nothing is
+/// written and [`MfaReset::AlreadyOff`] comes back.
+pub async fn reset(
+    db: &Db,
+    resetter: Uuid,
+    user_id: Uuid,
+    now_ms: i64,
+    audit: &NewAuditEvent,
+) -> Result<MfaReset> {
+    let mut tx = db.begin().await?;
+    crate::rbac::lock(&mut tx).await?;
+    let enabled: Option<bool> = with_tx!(&mut tx, conn => {
+        sqlx::query_scalar(SELECT_MFA_ENABLED)
+            .bind(DbUuid(user_id))
+            .fetch_optional(&mut *conn)
+            .await
+    })
+    .db_context("reading a user's MFA state")?;
+    if enabled.is_none() {
+        return Err(Error::NotFound);
+    }
+    let held = crate::rbac::role_permissions_of_in(&mut tx, user_id).await?;
+    crate::rbac::ensure_grantor_holds_in(&mut tx, Some(resetter), held.iter().map(String::as_str))
+        .await?;
+    let updated = with_tx!(&mut tx, conn => {
+        sqlx::query(RESET_MFA)
+            .bind(DbUuid(user_id))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("resetting MFA")?;
+    if updated == 0 {
+        tx.rollback().await?;
+        return Ok(MfaReset::AlreadyOff);
+    }
+    delete_recovery_codes_in(&mut tx, user_id).await?;
+    with_tx!(&mut tx, conn => {
+        sqlx::query(DELETE_USER_CHALLENGES)
+            .bind(DbUuid(user_id))
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("deleting MFA challenges")?;
+    let ended = sessions::revoke_all_in(&mut tx, user_id, None, MFA_RESET, now_ms).await?;
+    crate::audit::append(&mut tx, audit, now_ms).await?;
+    tx.commit().await?;
+    Ok(MfaReset::Reset { ended })
 }
 
 const SELECT_TOTP_STATE: &str = "SELECT totp_secret, totp_last_step FROM users \

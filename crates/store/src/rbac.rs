@@ -12,7 +12,12 @@
 //! ([`ensure_holder`]). The lock makes that count race-free: on PostgreSQL it is a
 //! transaction-scoped advisory lock (distinct from the audit chain's, and always taken
 //! before it, so the two never wait on each other in a cycle); on SQLite every
-//! transaction is `BEGIN IMMEDIATE` and already runs alone. Permission and role names
+//! transaction is `BEGIN IMMEDIATE` and already runs alone. Anti-escalation (contract
+//! §5–6) holds under the same lock: a change made on behalf of a user (the `grantor` of
+//! [`create_role`], [`update_role`], [`set_user_roles`]) reads that user's permissions
+//! inside its transaction, after [`lock`], and grants nothing beyond them; so a concurrent
+//! change that takes a permission away from the grantor either commits first and is seen,
+//! or waits until this one has committed (while the grantor still held it). Permission and role names
 //! contain no comma (CHECKs in migrations 0002 and 0003), so the role view aggregates a
 //! role's grants into one column in the same round trip; lists are sorted here, so
 //! neither dialect's aggregate order nor its collation matters.
@@ -20,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rampart_core::audit::NewAuditEvent;
-use rampart_core::rbac::{FeatureDef, ROLES_ASSIGN, RoleName};
+use rampart_core::rbac::{FeatureDef, ROLES_ASSIGN, RoleName, beyond_own};
 use rampart_core::users::User;
 use rampart_core::{Error, FieldError, Result};
 use uuid::Uuid;
@@ -427,6 +432,61 @@ pub async fn user_permissions(db: &Db, user_id: Uuid) -> Result<BTreeSet<String>
     Ok(names.into_iter().collect())
 }
 
+/// [`user_permissions`] inside `tx`: after [`lock`], what the user holds as of this
+/// transaction's commit, not as of some earlier read.
+pub(crate) async fn user_permissions_in(tx: &mut Tx, user_id: Uuid) -> Result<BTreeSet<String>> {
+    let names: Vec<String> = with_tx!(tx, conn => {
+        sqlx::query_scalar(SELECT_USER_PERMISSIONS)
+            .bind(DbUuid(user_id))
+            .fetch_all(&mut *conn)
+            .await
+    })
+    .db_context("reading a user's permissions")?;
+    Ok(names.into_iter().collect())
+}
+
+// Unlike SELECT_USER_PERMISSIONS, not gated on the user's state: what the roles of a
+// disabled user would give back the moment it is enabled again.
+const SELECT_PERMISSIONS_OF_ROLES_OF: &str = "SELECT DISTINCT rp.permission FROM user_roles ur \
+     JOIN role_permissions rp ON rp.role_id = ur.role_id \
+     JOIN permissions p ON p.name = rp.permission \
+     WHERE ur.user_id = $1 AND p.retired_at_ms IS NULL";
+
+/// The active permissions the roles of `user_id` grant, whatever the user's status.
+pub(crate) async fn role_permissions_of_in(tx: &mut Tx, user_id: Uuid) -> Result<BTreeSet<String>> {
+    let names: Vec<String> = with_tx!(tx, conn => {
+        sqlx::query_scalar(SELECT_PERMISSIONS_OF_ROLES_OF)
+            .bind(DbUuid(user_id))
+            .fetch_all(&mut *conn)
+            .await
+    })
+    .db_context("reading the permissions of a user's roles")?;
+    Ok(names.into_iter().collect())
+}
+
+/// The anti-escalation check (contract §5–6): `Forbidden` unless `grantor` holds every
+/// permission of `concerned`, read in `tx`. Call it after [`lock`] and before any write;
+/// `None` (the operator: the CLI, a test's set-up) is not checked.
+pub(crate) async fn ensure_grantor_holds_in<'a>(
+    tx: &mut Tx,
+    grantor: Option<Uuid>,
+    concerned: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let Some(grantor) = grantor else {
+        return Ok(());
+    };
+    let concerned: Vec<&str> = concerned.into_iter().collect();
+    if concerned.is_empty() {
+        return Ok(());
+    }
+    let own = user_permissions_in(tx, grantor).await?;
+    if beyond_own(&own, concerned).is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden)
+    }
+}
+
 const SELECT_ACTIVE_PERMISSION_NAMES: &str =
     "SELECT name FROM permissions WHERE retired_at_ms IS NULL";
 const SELECT_ROLE_NAMES: &str = "SELECT name FROM roles";
@@ -519,10 +579,12 @@ const DELETE_ROLE_GRANTS: &str = "DELETE FROM role_permissions WHERE role_id = $
 
 /// Creates a custom role granting `permissions` and appends `audit` (its target set to the
 /// new role), in one transaction. A taken name is `Conflict("role name taken")`; a
-/// permission that is unknown or retired is `Validation` for `permissions`; either way
+/// permission that is unknown or retired is `Validation` for `permissions`; a permission
+/// `grantor` (when given) does not hold is `Forbidden` (see the module docs); in each case
 /// nothing is written.
 pub async fn create_role(
     db: &Db,
+    grantor: Option<Uuid>,
     name: &RoleName,
     description: &str,
     permissions: &[String],
@@ -535,6 +597,7 @@ pub async fn create_role(
     // Not a holder change, but it reads the catalogue that a sync may be retiring.
     lock(&mut tx).await?;
     check_permissions_in(&mut tx, &permissions).await?;
+    ensure_grantor_holds_in(&mut tx, grantor, permissions.iter().copied()).await?;
     with_tx!(&mut tx, conn => {
         sqlx::query(INSERT_ROLE)
             .bind(DbUuid(id))
@@ -599,9 +662,11 @@ const UPDATE_ROLE: &str = "UPDATE roles SET description = COALESCE($2, descripti
 /// grants; appends `audit`; in one transaction. `NotFound` for a missing role,
 /// `Conflict("built-in roles cannot be changed")` for `admin` and `user`, `Validation`
 /// for an unknown or retired permission, and `Forbidden` when the new grants would leave
-/// no active user holding `roles:assign`; nothing is written in any of these cases.
+/// no active user holding `roles:assign` or add a permission `grantor` (when given) does
+/// not hold (see the module docs); nothing is written in any of these cases.
 pub async fn update_role(
     db: &Db,
+    grantor: Option<Uuid>,
     id: Uuid,
     description: Option<&str>,
     permissions: Option<&[String]>,
@@ -615,6 +680,19 @@ pub async fn update_role(
     check_custom_role_in(&mut tx, id).await?;
     if let Some(permissions) = &permissions {
         check_permissions_in(&mut tx, permissions).await?;
+        // Only what is added must be within the grantor's own permissions.
+        let current: Vec<String> = with_tx!(&mut tx, conn => {
+            sqlx::query_scalar(SELECT_ROLE_GRANTS)
+                .bind(DbUuid(id))
+                .fetch_all(&mut *conn)
+                .await
+        })
+        .db_context("reading a role's grants")?;
+        let added = permissions
+            .iter()
+            .copied()
+            .filter(|p| !current.iter().any(|c| c == p));
+        ensure_grantor_holds_in(&mut tx, grantor, added).await?;
     }
     with_tx!(&mut tx, conn => {
         sqlx::query(UPDATE_ROLE)
@@ -670,6 +748,10 @@ pub async fn delete_role(db: &Db, id: Uuid, now_ms: i64, audit: &NewAuditEvent) 
 }
 
 const SELECT_ROLE_IDS: &str = "SELECT id, name FROM roles";
+const SELECT_USER_ROLE_IDS: &str = "SELECT role_id FROM user_roles WHERE user_id = $1";
+const SELECT_ACTIVE_ROLE_GRANTS: &str = "SELECT rp.permission FROM role_permissions rp \
+     JOIN permissions p ON p.name = rp.permission \
+     WHERE rp.role_id = $1 AND p.retired_at_ms IS NULL";
 const DELETE_USER_ROLES: &str = "DELETE FROM user_roles WHERE user_id = $1";
 const INSERT_USER_ROLE: &str = "INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)";
 const TOUCH_LIVE_USER: &str =
@@ -678,9 +760,12 @@ const TOUCH_LIVE_USER: &str =
 /// Replaces the roles of `user_id` with the roles named `roles` and appends `audit`, in
 /// one transaction, returning the user view. `Validation` for `roles` when a name is no
 /// role, `NotFound` for a missing or deleted user, `Forbidden` when the change would leave
-/// no active user holding `roles:assign`; nothing is written in any of these cases.
+/// no active user holding `roles:assign` or when a role the user gains grants a permission
+/// `grantor` (when given) does not hold (see the module docs); nothing is written in any
+/// of these cases.
 pub async fn set_user_roles(
     db: &Db,
+    grantor: Option<Uuid>,
     user_id: Uuid,
     roles: &[String],
     now_ms: i64,
@@ -718,6 +803,30 @@ pub async fn set_user_roles(
     .db_context("updating a user")?;
     if touched == 0 {
         return Err(Error::NotFound);
+    }
+    if grantor.is_some() {
+        let current: Vec<DbUuid> = with_tx!(&mut tx, conn => {
+            sqlx::query_scalar(SELECT_USER_ROLE_IDS)
+                .bind(DbUuid(user_id))
+                .fetch_all(&mut *conn)
+                .await
+        })
+        .db_context("reading a user's roles")?;
+        let mut granted = BTreeSet::new();
+        for role_id in role_ids
+            .iter()
+            .filter(|id| !current.contains(&DbUuid(**id)))
+        {
+            let permissions: Vec<String> = with_tx!(&mut tx, conn => {
+                sqlx::query_scalar(SELECT_ACTIVE_ROLE_GRANTS)
+                    .bind(DbUuid(*role_id))
+                    .fetch_all(&mut *conn)
+                    .await
+            })
+            .db_context("reading a role's grants")?;
+            granted.extend(permissions);
+        }
+        ensure_grantor_holds_in(&mut tx, grantor, granted.iter().map(String::as_str)).await?;
     }
     with_tx!(&mut tx, conn => {
         sqlx::query(DELETE_USER_ROLES)

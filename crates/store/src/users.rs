@@ -7,7 +7,10 @@
 //! [`find_credentials`] (flagged) so that login can answer it like a wrong password. A new
 //! user is `active` with the single role `user`. Every change commits in one transaction
 //! with its audit event; a password change ends every live session of the user, and
-//! invalidates the user's password-reset tokens, in that same transaction. Role names
+//! invalidates the user's password-reset tokens, in that same transaction. The
+//! `rampart admin create` bootstrap never promotes an account by its email alone:
+//! [`create_admin`] only inserts, and [`promote_to_admin`] needs the password hash its
+//! caller verified to still be in place. Role names
 //! match `[a-z][a-z0-9_-]*` (a CHECK in migration 0002), so the user view aggregates them
 //! into one comma-separated column in the same round trip; the list is sorted here, so
 //! neither dialect's aggregate order matters.
@@ -507,94 +510,128 @@ pub async fn find_by_email(db: &Db, email_normalized: &str) -> Result<Option<Use
     row.map(User::try_from).transpose()
 }
 
-const SELECT_LIVE_ID_BY_EMAIL: &str =
-    "SELECT id FROM users WHERE email_normalized = $1 AND deleted_at_ms IS NULL";
+/// `rampart admin create` for a new account, in one transaction: registers `user` with
+/// the roles `user` and `admin` and appends `audit` (actor and target: the new user). It
+/// is one `INSERT` that the unique email decides, so of concurrent runs for one address
+/// exactly one creates; an email held by any row (deleted and disabled ones included) is
+/// `Conflict("email already registered")` and nothing is written. Never promotes.
+pub async fn create_admin(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Result<User> {
+    let mut tx = db.begin().await?;
+    with_tx!(&mut tx, conn => {
+        sqlx::query(INSERT_USER)
+            .bind(DbUuid(user.id))
+            .bind(user.email.as_str())
+            .bind(user.email.normalized())
+            .bind(user.password_hash)
+            .bind(user.display_name.as_str())
+            .bind(user.now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("inserting a user")
+    .map_err(|err| match err {
+        Error::Conflict(_) => Error::Conflict("email already registered".to_owned()),
+        other => other,
+    })?;
+    for role_id in [USER_ROLE_ID, ADMIN_ROLE_ID] {
+        with_tx!(&mut tx, conn => {
+            sqlx::query(GRANT_ROLE)
+                .bind(DbUuid(user.id))
+                .bind(DbUuid(role_id))
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .db_context("granting a role")?;
+    }
+    let view = get_in(&mut tx, user.id).await?.ok_or(Error::NotFound)?;
+    let event = audit
+        .clone()
+        .with_actor(user.id)
+        .with_target("user", user.id.to_string());
+    crate::audit::append(&mut tx, &event, user.now_ms).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+// Locks the row (PostgreSQL) and states every condition of the promotion: the account is
+// live, active, and still has the hash the caller verified the password against.
+const LOCK_PROMOTABLE_USER: &str = "UPDATE users SET updated_at_ms = updated_at_ms \
+     WHERE id = $1 AND password_hash = $2 AND status = 'active' AND deleted_at_ms IS NULL";
 const GRANT_ROLE_IF_MISSING: &str =
     "INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const TOUCH_USER: &str = "UPDATE users SET updated_at_ms = $2 WHERE id = $1";
 
-/// `rampart admin create`, in one transaction: when a non-deleted user has `user.email`'s
-/// normalised form, adds the `admin` role to it (its other roles, password and status
-/// stay) and appends `audit_promoted`; otherwise registers `user` with the roles `user`
-/// and `admin` and appends `audit_created`. Either event gets that user as actor and
-/// target. Returns the user view and whether it was created. An email held by a
-/// soft-deleted user is `Conflict("email already registered")`, as in [`create`].
-pub async fn create_or_promote_admin(
+/// What [`promote_to_admin`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    /// The user gained `admin`; the event was appended.
+    Promoted(User),
+    /// The user already had `admin`: nothing was written.
+    AlreadyAdmin(User),
+    /// The user is gone, deleted or disabled, or its password hash is no longer
+    /// `verified_hash` (changed since it was verified): nothing was written.
+    Refused,
+}
+
+/// `rampart admin create --promote-existing`, in one transaction: adds `admin` to the user
+/// `id` (its other roles, password and status stay) and appends `audit` (actor and target:
+/// that user), only while the user is active, not deleted, and its stored password hash is
+/// still `verified_hash`, the hash the caller has just verified the account's password
+/// against (a compare-and-set, so a password change in between cannot be promoted past).
+/// Takes the RBAC lock first, like every change of who holds which permission.
+pub async fn promote_to_admin(
     db: &Db,
-    user: &NewUser<'_>,
-    audit_created: &NewAuditEvent,
-    audit_promoted: &NewAuditEvent,
-) -> Result<(User, bool)> {
+    id: Uuid,
+    verified_hash: &str,
+    now_ms: i64,
+    audit: &NewAuditEvent,
+) -> Result<Promotion> {
     let mut tx = db.begin().await?;
-    let existing: Option<DbUuid> = with_tx!(&mut tx, conn => {
-        sqlx::query_scalar(SELECT_LIVE_ID_BY_EMAIL)
-            .bind(user.email.normalized())
-            .fetch_optional(&mut *conn)
+    crate::rbac::lock(&mut tx).await?;
+    let promotable = with_tx!(&mut tx, conn => {
+        sqlx::query(LOCK_PROMOTABLE_USER)
+            .bind(DbUuid(id))
+            .bind(verified_hash)
+            .execute(&mut *conn)
             .await
+            .map(|done| done.rows_affected())
     })
-    .db_context("reading a user by email")?;
-    let (id, created, audit) = match existing {
-        Some(DbUuid(id)) => {
-            let granted = with_tx!(&mut tx, conn => {
-                sqlx::query(GRANT_ROLE_IF_MISSING)
-                    .bind(DbUuid(id))
-                    .bind(DbUuid(ADMIN_ROLE_ID))
-                    .execute(&mut *conn)
-                    .await
-                    .map(|done| done.rows_affected())
-            })
-            .db_context("granting the admin role")?;
-            if granted > 0 {
-                with_tx!(&mut tx, conn => {
-                    sqlx::query(TOUCH_USER)
-                        .bind(DbUuid(id))
-                        .bind(user.now_ms)
-                        .execute(&mut *conn)
-                        .await
-                        .map(|done| done.rows_affected())
-                })
-                .db_context("updating a user")?;
-            }
-            (id, false, audit_promoted)
-        }
-        None => {
-            with_tx!(&mut tx, conn => {
-                sqlx::query(INSERT_USER)
-                    .bind(DbUuid(user.id))
-                    .bind(user.email.as_str())
-                    .bind(user.email.normalized())
-                    .bind(user.password_hash)
-                    .bind(user.display_name.as_str())
-                    .bind(user.now_ms)
-                    .execute(&mut *conn)
-                    .await
-                    .map(|done| done.rows_affected())
-            })
-            .db_context("inserting a user")
-            .map_err(|err| match err {
-                Error::Conflict(_) => Error::Conflict("email already registered".to_owned()),
-                other => other,
-            })?;
-            for role_id in [USER_ROLE_ID, ADMIN_ROLE_ID] {
-                with_tx!(&mut tx, conn => {
-                    sqlx::query(GRANT_ROLE)
-                        .bind(DbUuid(user.id))
-                        .bind(DbUuid(role_id))
-                        .execute(&mut *conn)
-                        .await
-                        .map(|done| done.rows_affected())
-                })
-                .db_context("granting a role")?;
-            }
-            (user.id, true, audit_created)
-        }
-    };
+    .db_context("reading a user")?;
+    if promotable == 0 {
+        tx.rollback().await?;
+        return Ok(Promotion::Refused);
+    }
+    let granted = with_tx!(&mut tx, conn => {
+        sqlx::query(GRANT_ROLE_IF_MISSING)
+            .bind(DbUuid(id))
+            .bind(DbUuid(ADMIN_ROLE_ID))
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("granting the admin role")?;
+    if granted == 0 {
+        let view = get_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
+        tx.rollback().await?;
+        return Ok(Promotion::AlreadyAdmin(view));
+    }
+    with_tx!(&mut tx, conn => {
+        sqlx::query(TOUCH_USER)
+            .bind(DbUuid(id))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("updating a user")?;
     let view = get_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
     let event = audit
         .clone()
         .with_actor(id)
         .with_target("user", id.to_string());
-    crate::audit::append(&mut tx, &event, user.now_ms).await?;
+    crate::audit::append(&mut tx, &event, now_ms).await?;
     tx.commit().await?;
-    Ok((view, created))
+    Ok(Promotion::Promoted(view))
 }

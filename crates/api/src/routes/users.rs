@@ -39,6 +39,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
             routes!(end_user_sessions),
         ))
         .routes(route(
+            Policy::Permission("users:update"),
+            routes!(reset_user_mfa),
+        ))
+        .routes(route(
             Policy::Permission("roles:assign"),
             routes!(set_user_roles),
         ))
@@ -246,6 +250,27 @@ async fn end_user_sessions(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     admin::end_user_sessions(&state, &meta, caller, id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Turn a user's MFA off (secret and recovery codes removed) and end every session of the
+/// user: for the owner who lost both their device and their recovery codes. Idempotent.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/mfa", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 204, description = "MFA is off and every session of the user ended (also when MFA was already off)"),
+        (status = 400, description = "Malformed id"),
+        (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Lacks users:update, or the user holds a permission the caller lacks"),
+        (status = 404, description = "No such user"),
+        (status = 429, description = "Rate limited (the global per-IP limit)")),
+    security(("bearer" = [])))]
+async fn reset_user_mfa(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    admin::reset_user_mfa(&state, &meta, caller, id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

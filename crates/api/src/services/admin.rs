@@ -1,13 +1,15 @@
 //! User and role administration with the contract's anti-escalation rules (§5–6):
-//! nobody grants a permission they do not hold, nobody changes their own roles, and the
-//! system never loses its last active holder of `roles:assign` (the store enforces that one
-//! inside each transaction). Every change clears the permission cache of this instance and
-//! ends the sessions it must end, in the same request.
+//! nobody grants a permission they do not hold or resets the MFA of a user holding one
+//! they do not hold, nobody changes their own roles, and the system never loses its last
+//! active holder of `roles:assign`. The store enforces the first two and the last inside
+//! each transaction, under the RBAC lock, against the caller's permissions as of that
+//! transaction (never a copy read before it). Every change clears the permission cache of
+//! this instance and ends the sessions it must end, in the same request.
 
 use std::collections::BTreeSet;
 
 use rampart_core::audit::Outcome;
-use rampart_core::rbac::{Permission, RoleName, beyond_own};
+use rampart_core::rbac::{Permission, RoleName};
 use rampart_core::users::{DisplayName, User, UserStatus};
 use rampart_core::{Error, FieldError, Result};
 use rampart_store::rbac::{self, Role};
@@ -17,19 +19,6 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
-
-async fn caller_permissions(state: &AppState, caller: AuthUser) -> Result<BTreeSet<String>> {
-    rbac::user_permissions(&state.db, caller.user_id).await
-}
-
-/// Refuses grants beyond the caller's own permissions.
-fn check_escalation(own: &BTreeSet<String>, granted: &[String]) -> Result<()> {
-    if beyond_own(own, granted.iter().map(String::as_str)).is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Forbidden)
-    }
-}
 
 fn parse_permissions(raw: &[String]) -> Result<Vec<String>> {
     let mut errors = Vec::new();
@@ -172,6 +161,30 @@ pub async fn end_user_sessions(
     Ok(())
 }
 
+/// `DELETE /users/{id}/mfa` (contract §5): turns the user's MFA off and ends all their
+/// sessions, when the caller holds every permission the user holds (checked by the store
+/// under the RBAC lock). When MFA is already off nothing changes and nothing is audited:
+/// the answer is the same 204, so a retry is harmless.
+pub async fn reset_user_mfa(
+    state: &AppState,
+    meta: &RequestMeta,
+    caller: AuthUser,
+    id: Uuid,
+) -> Result<()> {
+    let event = meta
+        .event("auth.mfa_reset", Outcome::Success)
+        .with_actor(caller.user_id)
+        .with_target("user", id.to_string())
+        .with_details(serde_json::json!({"by": "administrator"}));
+    let outcome =
+        rampart_store::mfa::reset(&state.db, caller.user_id, id, state.clock.now_ms(), &event)
+            .await?;
+    if let rampart_store::mfa::MfaReset::Reset { ended } = outcome {
+        state.sessions_ended(&ended);
+    }
+    Ok(())
+}
+
 pub async fn set_roles(
     state: &AppState,
     meta: &RequestMeta,
@@ -206,21 +219,21 @@ pub async fn set_roles(
     if id == caller.user_id {
         return Err(Error::Forbidden);
     }
-    // Only what is newly granted must be within the caller's own permissions.
-    let all_roles = rbac::list_roles(&state.db).await?;
-    let own = caller_permissions(state, caller).await?;
-    let granted: Vec<String> = all_roles
-        .iter()
-        .filter(|r| names.contains(&r.name) && !target.roles.contains(&r.name))
-        .flat_map(|r| r.permissions.iter().cloned())
-        .collect();
-    check_escalation(&own, &granted)?;
+    // The store refuses, under its lock, a newly granted permission the caller lacks.
     let event = meta
         .event("user.roles_changed", Outcome::Success)
         .with_actor(caller.user_id)
         .with_target("user", id.to_string())
         .with_details(serde_json::json!({"from": target.roles, "to": names}));
-    let user = rbac::set_user_roles(&state.db, id, &names, state.clock.now_ms(), &event).await?;
+    let user = rbac::set_user_roles(
+        &state.db,
+        Some(caller.user_id),
+        id,
+        &names,
+        state.clock.now_ms(),
+        &event,
+    )
+    .await?;
     state.permissions_changed();
     Ok(user)
 }
@@ -255,13 +268,13 @@ pub async fn create_role(
         return Err(Error::Validation(errors));
     };
     require_known_permissions(state, &permissions).await?;
-    check_escalation(&caller_permissions(state, caller).await?, &permissions)?;
     let event = meta
         .event("role.created", Outcome::Success)
         .with_actor(caller.user_id)
         .with_details(serde_json::json!({"name": name.as_str(), "permissions": permissions}));
     let role = rbac::create_role(
         &state.db,
+        Some(caller.user_id),
         &name,
         description,
         &permissions,
@@ -305,14 +318,6 @@ pub async fn update_role(
     if current.built_in {
         return Err(Error::Conflict("built-in roles cannot be changed".into()));
     }
-    if let Some(p) = &permissions {
-        let added: Vec<String> = p
-            .iter()
-            .filter(|x| !current.permissions.contains(x))
-            .cloned()
-            .collect();
-        check_escalation(&caller_permissions(state, caller).await?, &added)?;
-    }
     let event = meta
         .event("role.updated", Outcome::Success)
         .with_actor(caller.user_id)
@@ -324,6 +329,7 @@ pub async fn update_role(
         }));
     let role = rbac::update_role(
         &state.db,
+        Some(caller.user_id),
         id,
         description,
         permissions.as_deref(),

@@ -41,6 +41,11 @@ const POLICIES: &[(&str, &str, &str)] = &[
         "/api/v1/users/{id}/sessions",
         "permission:users:update",
     ),
+    (
+        "DELETE",
+        "/api/v1/users/{id}/mfa",
+        "permission:users:update",
+    ),
     ("PUT", "/api/v1/users/{id}/roles", "permission:roles:assign"),
     ("GET", "/api/v1/rbac/permissions", "permission:roles:read"),
     ("GET", "/api/v1/rbac/roles", "permission:roles:read"),
@@ -87,6 +92,7 @@ impl TestApp {
         );
         rampart_store::rbac::set_user_roles(
             &self.state.db,
+            None,
             id,
             &names,
             self.state.clock.now_ms(),
@@ -113,6 +119,7 @@ impl TestApp {
         );
         let role = rampart_store::rbac::create_role(
             &self.state.db,
+            None,
             &rampart_core::rbac::RoleName::parse(name, "name").unwrap(),
             "test role",
             &perms,

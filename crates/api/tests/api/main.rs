@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin;
 mod authz;
 mod edges;
 mod identity;

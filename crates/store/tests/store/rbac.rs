@@ -78,6 +78,7 @@ pub async fn create_role(db: &Db, name: &str, permissions: &[&str]) -> Role {
     let name = RoleName::parse(name, "name").unwrap();
     rbac::create_role(
         db,
+        None,
         &name,
         "A custom role",
         &strings(permissions),
@@ -91,6 +92,7 @@ pub async fn create_role(db: &Db, name: &str, permissions: &[&str]) -> Role {
 pub async fn set_roles(db: &Db, user_id: Uuid, roles: &[&str]) -> rampart_core::Result<User> {
     rbac::set_user_roles(
         db,
+        None,
         user_id,
         &strings(roles),
         T0 + 1,
@@ -215,6 +217,7 @@ async fn sync_retires_what_the_code_dropped_and_brings_it_back(db: Db) {
     );
     let regrant = rbac::update_role(
         &db,
+        None,
         support.id,
         None,
         Some(&strings(&["notes:read_any"])),
@@ -350,6 +353,7 @@ async fn create_role_conflicts_and_validates_writing_nothing(db: Db) {
     // Duplicates in the input are granted once.
     let created = rbac::create_role(
         &db,
+        None,
         &name,
         "Support staff",
         &strings(&["users:read", "notes:read_any", "users:read"]),
@@ -386,7 +390,7 @@ async fn create_role_conflicts_and_validates_writing_nothing(db: Db) {
 
     let roles_before = count(&db, "SELECT COUNT(*) FROM roles").await;
     let grants_before = count(&db, "SELECT COUNT(*) FROM role_permissions").await;
-    let taken = rbac::create_role(&db, &name, "Again", &[], T0 + 6, &audit).await;
+    let taken = rbac::create_role(&db, None, &name, "Again", &[], T0 + 6, &audit).await;
     assert!(
         matches!(&taken, Err(Error::Conflict(m)) if m == "role name taken"),
         "{taken:?}"
@@ -394,6 +398,7 @@ async fn create_role_conflicts_and_validates_writing_nothing(db: Db) {
     let other = RoleName::parse("other", "name").unwrap();
     let unknown = rbac::create_role(
         &db,
+        None,
         &other,
         "Unknown grants",
         &strings(&["users:read", "nope:nothing", "users:fly"]),
@@ -425,14 +430,23 @@ async fn update_and_delete_role_refuse_built_in_and_missing_roles(db: Db) {
     let support = create_role(&db, "support", &["users:read"]).await;
     let audit = event("role.updated");
 
-    let described = rbac::update_role(&db, support.id, Some("Helpdesk"), None, T0 + 5, &audit)
-        .await
-        .unwrap();
+    let described = rbac::update_role(
+        &db,
+        None,
+        support.id,
+        Some("Helpdesk"),
+        None,
+        T0 + 5,
+        &audit,
+    )
+    .await
+    .unwrap();
     assert_eq!(described.description, "Helpdesk");
     assert_eq!(described.permissions, ["users:read"]);
     assert_eq!(described.updated_at_ms, T0 + 5);
     let regranted = rbac::update_role(
         &db,
+        None,
         support.id,
         None,
         Some(&strings(&["notes:read_any", "audit:read"])),
@@ -447,7 +461,7 @@ async fn update_and_delete_role_refuse_built_in_and_missing_roles(db: Db) {
     assert_eq!(events(&db, "role.updated").await.len(), 2);
 
     for id in [ADMIN_ROLE_ID, USER_ROLE_ID] {
-        let changed = rbac::update_role(&db, id, Some("x"), None, T0 + 7, &audit).await;
+        let changed = rbac::update_role(&db, None, id, Some("x"), None, T0 + 7, &audit).await;
         assert!(
             matches!(&changed, Err(Error::Conflict(m)) if m == "built-in roles cannot be changed"),
             "{changed:?}"
@@ -455,10 +469,12 @@ async fn update_and_delete_role_refuse_built_in_and_missing_roles(db: Db) {
         let deleted = rbac::delete_role(&db, id, T0 + 7, &event("role.deleted")).await;
         assert!(matches!(deleted, Err(Error::Conflict(_))), "{deleted:?}");
     }
-    let missing = rbac::update_role(&db, Uuid::now_v7(), Some("x"), None, T0 + 7, &audit).await;
+    let missing =
+        rbac::update_role(&db, None, Uuid::now_v7(), Some("x"), None, T0 + 7, &audit).await;
     assert!(matches!(missing, Err(Error::NotFound)), "{missing:?}");
     let unknown = rbac::update_role(
         &db,
+        None,
         support.id,
         Some("changed"),
         Some(&strings(&["nope:nothing"])),
@@ -641,6 +657,7 @@ async fn the_only_source_of_roles_assign_cannot_lose_it(db: Db) {
 
     let stripped = rbac::update_role(
         &db,
+        None,
         delegator.id,
         None,
         Some(&strings(&["users:read"])),
@@ -662,6 +679,7 @@ async fn the_only_source_of_roles_assign_cannot_lose_it(db: Db) {
     // Grants that keep `roles:assign` pass.
     rbac::update_role(
         &db,
+        None,
         delegator.id,
         None,
         Some(&strings(&["roles:assign"])),
@@ -672,7 +690,7 @@ async fn the_only_source_of_roles_assign_cannot_lose_it(db: Db) {
     .unwrap();
     // Once an admin holds it too, the custom role may lose it.
     create_admin(&db, "admin@example.org").await;
-    rbac::update_role(&db, delegator.id, None, Some(&[]), T0 + 4, &audit)
+    rbac::update_role(&db, None, delegator.id, None, Some(&[]), T0 + 4, &audit)
         .await
         .unwrap();
     rbac::delete_role(&db, delegator.id, T0 + 5, &event("role.deleted"))

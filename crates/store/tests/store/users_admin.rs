@@ -5,7 +5,7 @@
 use rampart_core::Error;
 use rampart_core::users::{DisplayName, Email, UserStatus};
 use rampart_store::Db;
-use rampart_store::users::{self, NewUser, USER_DELETED, USER_DISABLED};
+use rampart_store::users::{self, NewUser, Promotion, USER_DELETED, USER_DISABLED};
 use uuid::Uuid;
 
 use crate::rbac::{create_admin, create_role, set_roles, sync};
@@ -18,7 +18,8 @@ backend_tests!(
     update_admin_changes_name_and_status_and_disabling_ends_sessions,
     soft_delete_hides_the_user_and_ends_its_sessions,
     find_by_email_sees_only_non_deleted_users,
-    create_or_promote_admin_creates_then_promotes,
+    create_admin_creates_and_never_takes_an_existing_email,
+    promote_to_admin_only_while_the_verified_hash_is_in_place,
 );
 
 const SESSIONS_REVOKED_FOR: &str =
@@ -243,7 +244,7 @@ async fn find_by_email_sees_only_non_deleted_users(db: Db) {
     );
 }
 
-async fn create_or_promote_admin_creates_then_promotes(db: Db) {
+async fn create_admin_creates_and_never_takes_an_existing_email(db: Db) {
     sync(&db).await;
     let email = Email::parse("Root@Example.org", "email").unwrap();
     let name = DisplayName::parse("Root", "displayName").unwrap();
@@ -255,13 +256,9 @@ async fn create_or_promote_admin_creates_then_promotes(db: Db) {
         now_ms: T0,
     };
     let created_event = event("user.created");
-    let promoted_event = event("user.promoted");
-
-    let (root, created) =
-        users::create_or_promote_admin(&db, &new, &created_event, &promoted_event)
-            .await
-            .unwrap();
-    assert!(created);
+    let root = users::create_admin(&db, &new, &created_event)
+        .await
+        .unwrap();
     assert_eq!(
         (root.id, root.email.as_str(), root.roles.clone()),
         (
@@ -284,28 +281,66 @@ async fn create_or_promote_admin_creates_then_promotes(db: Db) {
             .contains("roles:assign")
     );
 
-    // An existing account is promoted: its roles, password and id stay.
-    create_role(&db, "support", &["users:read"]).await;
+    // An existing account (live, or soft-deleted) is never promoted by a create.
     let existing = create_user(&db, "member@example.org").await;
-    set_roles(&db, existing.id, &["support", "user"])
+    let deleted = create_user(&db, "gone@example.org").await;
+    users::soft_delete(&db, deleted.id, T0 + 1, &event("user.deleted"))
         .await
         .unwrap();
-    let email = Email::parse("MEMBER@example.org", "email").unwrap();
-    let again = NewUser {
-        id: Uuid::now_v7(),
-        email: &email,
-        display_name: &name,
-        password_hash: "a-new-hash-that-is-ignored",
-        now_ms: T0 + 50,
-    };
-    let (promoted, created) =
-        users::create_or_promote_admin(&db, &again, &created_event, &promoted_event)
+    for address in ["MEMBER@example.org", "gone@example.org"] {
+        let email = Email::parse(address, "email").unwrap();
+        let again = NewUser {
+            id: Uuid::now_v7(),
+            email: &email,
+            display_name: &name,
+            password_hash: "a-new-hash",
+            now_ms: T0 + 50,
+        };
+        let taken = users::create_admin(&db, &again, &created_event).await;
+        assert!(
+            matches!(&taken, Err(Error::Conflict(m)) if m == "email already registered"),
+            "{taken:?}"
+        );
+    }
+    assert_eq!(
+        users::get(&db, existing.id).await.unwrap().unwrap().roles,
+        ["user"]
+    );
+    assert_eq!(events(&db, "user.created").await.len(), 1);
+    assert_chain_intact(&db).await;
+}
+
+async fn promote_to_admin_only_while_the_verified_hash_is_in_place(db: Db) {
+    sync(&db).await;
+    let promoted_event = event("user.promoted");
+    create_role(&db, "support", &["users:read"]).await;
+    let member = create_user(&db, "member@example.org").await;
+    set_roles(&db, member.id, &["support", "user"])
+        .await
+        .unwrap();
+    let hash = "hash-of-member@example.org";
+
+    // A hash other than the stored one (the password changed since it was verified).
+    let stale = users::promote_to_admin(&db, member.id, "an-older-hash", T0 + 50, &promoted_event)
+        .await
+        .unwrap();
+    assert_eq!(stale, Promotion::Refused);
+    assert_eq!(
+        users::get(&db, member.id).await.unwrap().unwrap().roles,
+        ["support", "user"]
+    );
+
+    // The verified hash: `admin` is added, the rest stays.
+    let Promotion::Promoted(promoted) =
+        users::promote_to_admin(&db, member.id, hash, T0 + 50, &promoted_event)
             .await
-            .unwrap();
-    assert!(!created);
-    assert_eq!(promoted.id, existing.id);
+            .unwrap()
+    else {
+        panic!("not promoted");
+    };
+    assert_eq!(promoted.id, member.id);
     assert_eq!(promoted.roles, ["admin", "support", "user"]);
-    assert_eq!(promoted.display_name, existing.display_name);
+    assert_eq!(promoted.display_name, member.display_name);
     assert_eq!(promoted.updated_at_ms, T0 + 50);
     assert_eq!(
         users::find_credentials(&db, "member@example.org")
@@ -314,34 +349,55 @@ async fn create_or_promote_admin_creates_then_promotes(db: Db) {
             .unwrap()
             .password_hash
             .expose(),
-        "hash-of-member@example.org"
+        hash
     );
     let recorded = events(&db, "user.promoted").await;
     assert_eq!(recorded.len(), 1);
     assert_eq!(
         (recorded[0].actor_id, recorded[0].target_id.clone()),
-        (Some(existing.id), Some(existing.id.to_string()))
+        (Some(member.id), Some(member.id.to_string()))
     );
-    assert_eq!(events(&db, "user.created").await.len(), 1);
 
-    // Promoting an admin again changes nothing but records the run.
-    let (same, created) =
-        users::create_or_promote_admin(&db, &again, &created_event, &promoted_event)
-            .await
-            .unwrap();
-    assert!(!created);
-    assert_eq!(same.roles, promoted.roles);
-
-    // The email of a soft-deleted account stays taken.
-    users::soft_delete(&db, existing.id, T0 + 60, &event("user.deleted"))
+    // Again: nothing changes and nothing is recorded.
+    let again = users::promote_to_admin(&db, member.id, hash, T0 + 60, &promoted_event)
         .await
         .unwrap();
-    let taken = users::create_or_promote_admin(&db, &again, &created_event, &promoted_event).await;
-    assert!(
-        matches!(&taken, Err(Error::Conflict(m)) if m == "email already registered"),
-        "{taken:?}"
+    assert_eq!(again, Promotion::AlreadyAdmin(promoted.clone()));
+    assert_eq!(events(&db, "user.promoted").await.len(), 1);
+
+    // A disabled or deleted account is refused, with the right hash too.
+    let disabled = create_user(&db, "disabled@example.org").await;
+    users::update_admin(
+        &db,
+        disabled.id,
+        None,
+        Some(UserStatus::Disabled),
+        T0 + 70,
+        &event("user.updated"),
+    )
+    .await
+    .unwrap();
+    let deleted = create_user(&db, "deleted@example.org").await;
+    users::soft_delete(&db, deleted.id, T0 + 70, &event("user.deleted"))
+        .await
+        .unwrap();
+    for (id, email) in [
+        (disabled.id, "disabled@example.org"),
+        (deleted.id, "deleted@example.org"),
+        (Uuid::now_v7(), "nobody@example.org"),
+    ] {
+        let hash = format!("hash-of-{email}");
+        let refused = users::promote_to_admin(&db, id, &hash, T0 + 80, &promoted_event)
+            .await
+            .unwrap();
+        assert_eq!(refused, Promotion::Refused, "{email}");
+    }
+    assert_eq!(
+        rampart_store::rbac::users_with_role(&db, users::ADMIN_ROLE_ID)
+            .await
+            .unwrap(),
+        [member.id]
     );
-    assert_eq!(events(&db, "user.created").await.len(), 1);
-    assert_eq!(events(&db, "user.promoted").await.len(), 2);
+    assert_eq!(events(&db, "user.promoted").await.len(), 1);
     assert_chain_intact(&db).await;
 }
