@@ -1,14 +1,21 @@
 //! Background jobs of a serving instance: the periodic purge of expired rows
-//! (`rampart_store::purge`), every `RAMPART_PURGE_INTERVAL`.
+//! (`rampart_store::purge`), every `RAMPART_PURGE_INTERVAL`, and the audit checkpoint log
+//! line (contract §8), at start and every `RAMPART_AUDIT_CHECKPOINT_INTERVAL` in which
+//! the chain grew.
 //!
-//! N instances started together would all try at once, so the first run waits a random
+//! N instances started together would all try at once, so the first purge waits a random
 //! delay in [0, min(interval, 60 s)) and each later one the interval ±10 %. Only one
 //! runner purges at a time anyway (the store's PostgreSQL advisory lock): the others skip
-//! that round. `serve` aborts the task at shutdown; the store closes the purge connection
-//! rather than pool it with the lock held.
+//! that round. `serve` aborts both tasks at shutdown; the store closes the purge
+//! connection rather than pool it with the lock held.
+//!
+//! Checkpoints only read the head, so every instance logs its own (each is a witness in
+//! its own log stream). A head that moved back since the last checkpoint this instance
+//! logged is not signed: it is logged as an error instead.
 
 use std::time::Duration;
 
+use rampart_core::audit::checkpoint::{Checkpoint, CheckpointSigner};
 use rampart_core::config::Config;
 use rampart_store::purge::{self, DEFAULT_GRACE_MS, PurgePolicy};
 use tokio::task::JoinHandle;
@@ -63,6 +70,92 @@ async fn purge_once(state: &AppState, policy: &PurgePolicy) {
     }
 }
 
+/// Starts the audit checkpoint job for `state`: one checkpoint now, then one every
+/// `RAMPART_AUDIT_CHECKPOINT_INTERVAL` in which the chain grew; abort the handle to stop it.
+pub fn spawn_checkpoints(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let signer = match CheckpointSigner::new(&state.keys, state.config.jwt_alg) {
+            Ok(signer) => signer,
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoints disabled: cannot sign");
+                return;
+            }
+        };
+        let interval = state.config.audit_checkpoint_interval;
+        let mut logged: Option<(i64, String)> = None;
+        loop {
+            if let Some(head) = checkpoint_once(&state, &signer, logged.as_ref()).await {
+                logged = Some(head);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
+}
+
+/// Reads the head and logs its checkpoint when there is none yet (`logged` is `None`) or
+/// the chain grew since `logged`. Returns the head it logged.
+async fn checkpoint_once(
+    state: &AppState,
+    signer: &CheckpointSigner,
+    logged: Option<&(i64, String)>,
+) -> Option<(i64, String)> {
+    let head = match rampart_store::audit::head(&state.db).await {
+        Ok(head) => head.unwrap_or_else(|| (0, rampart_core::audit::GENESIS_HASH.to_owned())),
+        Err(e) => {
+            tracing::warn!(error = %e, "audit checkpoint failed: cannot read the chain head");
+            return None;
+        }
+    };
+    match next_checkpoint(logged, &head) {
+        Next::Skip => return None,
+        Next::MovedBack => {
+            if let Some((seq, hash)) = logged {
+                tracing::error!(
+                    logged_seq = seq,
+                    logged_hash = %hash,
+                    head_seq = head.0,
+                    head_hash = %head.1,
+                    "audit chain head moved back since the last checkpoint: records were removed or rewritten"
+                );
+            }
+            return None;
+        }
+        Next::Log => {}
+    }
+    let checkpoint = Checkpoint {
+        seq: head.0,
+        hash: head.1.clone(),
+        iat: state.clock.now_ms().div_euclid(1000),
+    };
+    match signer.sign(&checkpoint) {
+        Ok(token) => {
+            tracing::info!(checkpoint = %token, seq = checkpoint.seq, "audit checkpoint");
+            Some(head)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "audit checkpoint failed");
+            None
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Log,
+    Skip,
+    MovedBack,
+}
+
+/// Whether to log a checkpoint of `head` after having logged `logged`.
+fn next_checkpoint(logged: Option<&(i64, String)>, head: &(i64, String)) -> Next {
+    match logged {
+        None => Next::Log,
+        Some(last) if head.0 > last.0 => Next::Log,
+        Some(last) if head == last => Next::Skip,
+        Some(_) => Next::MovedBack,
+    }
+}
+
 /// `unit` in [0, 1) → a delay in [0, min(interval, 60 s)).
 fn first_delay(interval: Duration, unit: f64) -> Duration {
     interval.min(FIRST_RUN_SPREAD).mul_f64(unit.clamp(0.0, 1.0))
@@ -111,6 +204,34 @@ mod tests {
         assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
         assert!(draws.iter().any(|u| *u < 0.1));
         assert!(draws.iter().any(|u| *u > 0.9));
+    }
+
+    #[test]
+    fn a_checkpoint_is_logged_first_then_only_when_the_chain_grew() {
+        let head = |seq: i64, hash: &str| (seq, hash.to_owned());
+        assert_eq!(next_checkpoint(None, &head(0, "g")), Next::Log);
+        assert_eq!(next_checkpoint(None, &head(5, "a")), Next::Log);
+        assert_eq!(
+            next_checkpoint(Some(&head(5, "a")), &head(5, "a")),
+            Next::Skip
+        );
+        assert_eq!(
+            next_checkpoint(Some(&head(5, "a")), &head(6, "b")),
+            Next::Log
+        );
+        assert_eq!(
+            next_checkpoint(Some(&head(0, "g")), &head(1, "b")),
+            Next::Log
+        );
+        // Shorter, or the same length with another head: never signed.
+        assert_eq!(
+            next_checkpoint(Some(&head(5, "a")), &head(4, "z")),
+            Next::MovedBack
+        );
+        assert_eq!(
+            next_checkpoint(Some(&head(5, "a")), &head(5, "b")),
+            Next::MovedBack
+        );
     }
 
     #[test]

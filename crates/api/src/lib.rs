@@ -204,6 +204,9 @@ pub async fn serve(
     // Deletes expired rows, one instance at a time; aborted below like the pruner.
     let purger = jobs::spawn_purge(state.clone());
 
+    // Logs a signed audit checkpoint now and whenever the chain grew; aborted below too.
+    let checkpointer = jobs::spawn_checkpoints(state.clone());
+
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
@@ -221,6 +224,7 @@ pub async fn serve(
     };
     pruner.abort();
     purger.abort();
+    checkpointer.abort();
     if let Some(subscriber) = subscriber {
         subscriber.abort();
     }

@@ -6,8 +6,10 @@
 //! `hash` is [`chain_hash`] over its `prev_hash` and every other field, in an unambiguous,
 //! versioned encoding. Changing, removing, inserting or reordering any record therefore
 //! breaks the chain at that record, which [`ChainVerifier`] reports. Truncating the newest
-//! records cannot be seen from the chain alone; the count that `verify` returns is what an
-//! operator compares against an earlier one. No SQL here: `store::audit` persists records.
+//! records cannot be seen from the chain alone: [`checkpoint`] signs the head so that a
+//! copy kept outside the database shows it. No SQL here: `store::audit` persists records.
+
+pub mod checkpoint;
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

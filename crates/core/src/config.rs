@@ -76,6 +76,8 @@ pub struct Config {
     /// How often expired sessions, refresh tokens, challenges, reset tokens and lockout
     /// rows are purged (one instance at a time).
     pub purge_interval: Duration,
+    /// How often a serving instance logs a signed audit checkpoint, when the chain grew.
+    pub audit_checkpoint_interval: Duration,
     pub db_pool_size: u32,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -131,6 +133,7 @@ const KNOWN: &[&str] = &[
     "REDIS_URL",
     "RAMPART_REDIS_PREFIX",
     "RAMPART_PURGE_INTERVAL",
+    "RAMPART_AUDIT_CHECKPOINT_INTERVAL",
     "RAMPART_DB_POOL_SIZE",
     "RAMPART_LOG_FORMAT",
     "RAMPART_LOG_LEVEL",
@@ -420,6 +423,11 @@ impl Config {
             }
         });
         let purge_interval = p.duration("RAMPART_PURGE_INTERVAL", Duration::from_secs(600), DAY);
+        let audit_checkpoint_interval = p.duration(
+            "RAMPART_AUDIT_CHECKPOINT_INTERVAL",
+            Duration::from_secs(3600),
+            DAY,
+        );
         let db_pool_size = p.number("RAMPART_DB_POOL_SIZE", 10u32, 1, 1000);
         let log_format = p.parsed("RAMPART_LOG_FORMAT", LogFormat::Json, |raw| {
             match raw.to_ascii_lowercase().as_str() {
@@ -546,6 +554,7 @@ impl Config {
                 redis_url,
                 redis_prefix,
                 purge_interval,
+                audit_checkpoint_interval,
                 db_pool_size,
                 log_format,
                 log_level,
@@ -808,6 +817,29 @@ mod tests {
                 "{bad:?}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn audit_checkpoint_interval_defaults_to_an_hour_and_is_bounded() {
+        assert_eq!(
+            load(&[]).unwrap().audit_checkpoint_interval,
+            Duration::from_secs(3600)
+        );
+        let c = load(&[("RAMPART_AUDIT_CHECKPOINT_INTERVAL", "15m")]).unwrap();
+        assert_eq!(c.audit_checkpoint_interval, Duration::from_secs(900));
+        for bad in ["0", "2d", "1h30m", "soon"] {
+            let problems = load(&[("RAMPART_AUDIT_CHECKPOINT_INTERVAL", bad)]).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("RAMPART_AUDIT_CHECKPOINT_INTERVAL")),
+                "{bad}: {problems:?}"
+            );
+        }
+        let mut src = Sources::default();
+        src.merge_toml("audit_checkpoint_interval = \"10m\"")
+            .unwrap();
+        assert!(Config::unknown_variables(&src).is_empty());
     }
 
     #[test]

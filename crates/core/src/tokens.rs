@@ -362,16 +362,16 @@ impl TokenService {
     }
 }
 
-fn jwt_algorithm(alg: JwtAlg) -> Algorithm {
+pub(crate) fn jwt_algorithm(alg: JwtAlg) -> Algorithm {
     match alg {
         JwtAlg::Rs256 => Algorithm::RS256,
         JwtAlg::EdDsa => Algorithm::EdDSA,
     }
 }
 
-/// The jsonwebtoken signing key. Its aws-lc backend wants PKCS#1 DER for RSA, which its PEM
+/// The jsonwebtoken signing key (also signs audit checkpoints). Its aws-lc backend wants PKCS#1 DER for RSA, which its PEM
 /// reader extracts from our PKCS#8 PEM; for Ed25519 it takes the PKCS#8 DER as is.
-fn encoding_key(key: &SigningKey) -> Result<EncodingKey> {
+pub(crate) fn encoding_key(key: &SigningKey) -> Result<EncodingKey> {
     match key.alg() {
         JwtAlg::Rs256 => {
             let pem = Zeroizing::new(key.pkcs8_pem().0);
@@ -387,7 +387,7 @@ fn encoding_key(key: &SigningKey) -> Result<EncodingKey> {
 }
 
 /// The verification key, from the public JWK members only.
-fn decoding_key(key: &SigningKey) -> Result<DecodingKey> {
+pub(crate) fn decoding_key(key: &SigningKey) -> Result<DecodingKey> {
     let unusable = |e: &dyn fmt::Display| {
         Error::internal(anyhow!(
             "signing key {} has no usable public key: {e}",

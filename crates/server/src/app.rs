@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use rampart_api::AppState;
-use rampart_core::audit::VerifyOutcome;
 use rampart_core::audit::{NewAuditEvent, Outcome};
 use rampart_core::config::{Config, JwtAlg, Sources};
 use rampart_core::crypto::{self, DataKey, DataKeys};
@@ -61,8 +60,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => admin_create(&config, &email, &display_name, promote_existing).await,
         Command::Purge => purge(&config).await,
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => return audit_verify(&config).await,
+            command: AuditCommand::Verify { checkpoints },
+        } => return crate::audit::verify(&config, &checkpoints).await,
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => return crate::audit::checkpoint(&config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -422,28 +424,4 @@ async fn purge(config: &Config) -> anyhow::Result<()> {
         None => println!("another instance is purging; nothing done"),
     }
     Ok(())
-}
-
-async fn audit_verify(config: &Config) -> ExitCode {
-    let outcome = async {
-        let db = Db::connect(&config.database_url, 2).await?;
-        let outcome = rampart_store::audit::verify(&db).await;
-        db.close().await;
-        outcome.map_err(|e| anyhow::anyhow!("{e}"))
-    }
-    .await;
-    match outcome {
-        Ok(VerifyOutcome::Intact { count }) => {
-            println!("audit chain intact: {count} record(s) verified");
-            ExitCode::SUCCESS
-        }
-        Ok(VerifyOutcome::Broken { seq, id, reason }) => {
-            println!("audit chain BROKEN at record seq={seq} id={id}: {reason}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("rampart: audit verify failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }

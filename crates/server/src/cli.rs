@@ -97,6 +97,14 @@ pub enum AdminCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the audit hash chain: exit 0 with the count when intact, 1 naming the first
-    /// broken record otherwise.
-    Verify,
+    /// broken record otherwise (or a checkpoint the chain no longer holds).
+    Verify {
+        /// Also require the chain to hold each checkpoint in FILE (one token per line,
+        /// blank lines ignored), each signed by a key of RAMPART_JWT_KEYS_DIR. Repeatable.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+    },
+    /// Print a signed checkpoint of the chain head (one line): keep it outside the
+    /// database, and `verify --checkpoint` later shows whether records were cut off.
+    Checkpoint,
 }

@@ -1,6 +1,7 @@
-//! The `rampart` binary: a thin `main` over [`cli`], [`app`] and [`telemetry`].
+//! The `rampart` binary: a thin `main` over [`cli`], [`app`], [`audit`] and [`telemetry`].
 
 mod app;
+mod audit;
 mod cli;
 mod telemetry;
 

@@ -1,6 +1,7 @@
 //! Logging: JSON lines on stdout by default, human-readable with `RAMPART_LOG_FORMAT=pretty`.
 //! What is logged is decided where it is logged (see `rampart_api::middleware::access_log`):
-//! never bodies, tokens, cookies, passwords or `Authorization`.
+//! never bodies, tokens, cookies, passwords or `Authorization`. (Audit checkpoints are
+//! logged on purpose: signed statements of the audit chain head, holding no secret.)
 
 use rampart_core::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;

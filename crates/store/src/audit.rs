@@ -8,7 +8,10 @@
 //! `BEGIN IMMEDIATE` takes (see `Db::begin`). `seq` is the head's `seq + 1`, assigned here,
 //! never by a sequence, so committed records are contiguous; the primary key on `seq`
 //! turns any fork that slipped through (say, a stale snapshot) into an error, not a
-//! branch. The database refuses UPDATE, DELETE and TRUNCATE (migration 0001).
+//! branch. The database refuses UPDATE, DELETE and TRUNCATE (migration 0001). [`head`]
+//! reads only committed records, so a checkpoint never names a record that may roll back.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use rampart_core::Result;
 use rampart_core::audit::{
@@ -138,6 +141,15 @@ pub async fn append(tx: &mut Tx, event: &NewAuditEvent, at_ms: i64) -> Result<Au
     Ok(record)
 }
 
+/// The newest committed record's `(seq, hash)`, `None` while the chain is empty: what an
+/// audit checkpoint signs.
+pub async fn head(db: &Db) -> Result<Option<(i64, String)>> {
+    with_pool!(db, pool => {
+        sqlx::query_as(SELECT_HEAD).fetch_optional(pool).await
+    })
+    .db_context("reading the audit chain head")
+}
+
 const SELECT_PAGE_FROM: &str = "SELECT seq, id, at_ms, action, actor_id, target_type, \
      target_id, ip_address, user_agent, request_id, outcome, details, prev_hash, hash \
      FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2";
@@ -145,6 +157,18 @@ const SELECT_PAGE_FROM: &str = "SELECT seq, id, at_ms, action, actor_id, target_
 /// Walks the whole chain in `seq` order, one page at a time, and reports the first record
 /// that is missing (a gap in `seq`), altered, or out of place.
 pub async fn verify(db: &Db) -> Result<VerifyOutcome> {
+    verify_keeping(db, &BTreeSet::new())
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// [`verify`], also returning the `hash` of each record whose `seq` is in `keep` and that
+/// the walk verified (what audit checkpoints are compared with).
+pub async fn verify_keeping(
+    db: &Db,
+    keep: &BTreeSet<i64>,
+) -> Result<(VerifyOutcome, BTreeMap<i64, String>)> {
+    let mut kept = BTreeMap::new();
     let mut verifier = ChainVerifier::new();
     let mut after = 0_i64;
     loop {
@@ -157,13 +181,16 @@ pub async fn verify(db: &Db) -> Result<VerifyOutcome> {
         })
         .db_context("reading audit events to verify")?;
         let Some(last) = rows.last() else {
-            return Ok(verifier.finish());
+            return Ok((verifier.finish(), kept));
         };
         after = last.seq;
         for row in rows {
             let record = AuditRecord::try_from(row)?;
             if let Err(b) = verifier.feed(&record) {
-                return Ok(b.into());
+                return Ok((b.into(), kept));
+            }
+            if keep.contains(&record.seq) {
+                kept.insert(record.seq, record.hash);
             }
         }
     }

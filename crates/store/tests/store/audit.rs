@@ -16,6 +16,7 @@ backend_tests!(
     deleted_record_is_detected,
     verify_pages_through_more_than_one_page,
     list_filters_and_paginates_newest_first,
+    head_is_the_newest_committed_record_and_verify_keeps_asked_hashes,
 );
 
 fn event(action: &str) -> NewAuditEvent {
@@ -361,4 +362,45 @@ async fn list_filters_and_paginates_newest_first(db: Db) {
         ..Default::default()
     };
     assert!(list(nobody, 100, None).await.is_empty());
+}
+
+async fn head_is_the_newest_committed_record_and_verify_keeps_asked_hashes(db: Db) {
+    assert_eq!(audit::head(&db).await.unwrap(), None);
+    let mut records = Vec::new();
+    for n in 0..4 {
+        records.push(append_committed(&db, &event("note.created"), n).await);
+    }
+    // An uncommitted append does not move the head others see.
+    let mut tx = db.begin().await.unwrap();
+    audit::append(&mut tx, &event("note.updated"), 9)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        audit::head(&db).await.unwrap(),
+        Some((4, records[3].hash.clone()))
+    );
+
+    let keep = std::collections::BTreeSet::from([0, 2, 4, 7]);
+    let (outcome, kept) = audit::verify_keeping(&db, &keep).await.unwrap();
+    assert_eq!(outcome, VerifyOutcome::Intact { count: 4 });
+    assert_eq!(
+        kept,
+        std::collections::BTreeMap::from([
+            (2, records[1].hash.clone()),
+            (4, records[3].hash.clone()),
+        ])
+    );
+
+    // Only records the walk verified are kept: none at or after a break.
+    disable_append_only_triggers(&db).await;
+    execute(&db, "UPDATE audit_events SET at_ms = 99 WHERE seq = 3")
+        .await
+        .unwrap();
+    let (outcome, kept) = audit::verify_keeping(&db, &keep).await.unwrap();
+    assert_broken_at(outcome, &records[2]);
+    assert_eq!(
+        kept,
+        std::collections::BTreeMap::from([(2, records[1].hash.clone())])
+    );
 }
