@@ -345,6 +345,53 @@ mod tests {
         db.close().await;
     }
 
+    /// The production TLS rule (`rampart_core::config::postgres_tls_problem`) judges a URL
+    /// as sqlx will connect with it: it accepts exactly the URLs whose parsed options are a
+    /// socket, a loopback host, or certificate verification.
+    #[test]
+    fn production_tls_rule_agrees_with_sqlx() {
+        use sqlx::postgres::PgSslMode;
+        for url in [
+            "postgres://app@db.example/r?sslmode=verify-full",
+            "postgres://app@db.example/r?sslmode=verify-ca",
+            "postgres://app@db.example/r?sslmode=require",
+            "postgres://app@db.example/r",
+            "postgres://app@db.example/r?sslmode=verify-full&sslmode=disable",
+            "postgres://app@db.example/r?sslmode=disable&sslmode=verify-full",
+            "postgres://app@db.example/r?ssl-mode=verify-full&sslmode=prefer",
+            "postgres://app@127.0.0.1/r",
+            "postgres://app@localhost/r",
+            "postgres://app@[::1]/r",
+            "postgres://app@127.0.0.1/r?hostaddr=203.0.113.7",
+            "postgres://app@127.0.0.1/r?hostaddr=203.0.113.7&sslmode=verify-full",
+            "postgres://app@db.example/r?hostaddr=127.0.0.1",
+            "postgres://app@127.0.0.1/r?host=db.example",
+            "postgres://app@db.example/r?host=localhost",
+            "postgres://app@db.example/r?host=/run/postgresql",
+            "postgres://app@db.example/r?host=/run/postgresql&host=db.example",
+            "postgres://app@%2Frun%2Fpostgresql/r",
+        ] {
+            let options = PgConnectOptions::from_str(url).unwrap();
+            let host = options.get_host().trim_matches(|c| c == '[' || c == ']');
+            let local = options.get_socket().is_some()
+                || host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            let verified = matches!(
+                options.get_ssl_mode(),
+                PgSslMode::VerifyFull | PgSslMode::VerifyCa
+            );
+            assert_eq!(
+                rampart_core::config::postgres_tls_problem(url).is_none(),
+                local || verified,
+                "{url}: sqlx connects to {host:?} (socket {:?}) with {:?}",
+                options.get_socket(),
+                options.get_ssl_mode()
+            );
+        }
+    }
+
     #[tokio::test]
     async fn unknown_schemes_are_refused_without_echoing_the_url() {
         let err = Db::connect("mysql://root:pw@localhost/db", 1)
