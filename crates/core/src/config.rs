@@ -7,7 +7,11 @@
 //!
 //! Parsing never stops at the first problem: [`Config::load`] returns every problem, one
 //! line each, naming the variable, so an operator fixes a deployment in one pass.
-//! [`Config::production_problems`] holds the rules `RAMPART_ENV=production` enforces.
+//! [`Config::production_problems`] holds the rules `RAMPART_ENV=production` enforces (and
+//! [`Config::database_problems`] the part the database commands enforce);
+//! [`Config::load_with`] reports them together with the parse problems, so a malformed
+//! value never hides a rule. Ceilings that keep hashes verifiable hold in every
+//! environment; floors that keep protections on hold in production.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -60,7 +60,11 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("signing key directory {} does not exist or is not a directory", .dir.display())]
+    #[error(
+        "signing key directory {} does not exist or is not a directory; create a key with `rampart keys generate --dir {}`",
+        .dir.display(),
+        .dir.display()
+    )]
     NoDirectory { dir: PathBuf },
     #[error(
         "signing key directory {} has no active key (no `active` file); create one with `rampart keys generate --dir {}`",
