@@ -7,7 +7,11 @@
 //!
 //! Parsing never stops at the first problem: [`Config::load`] returns every problem, one
 //! line each, naming the variable, so an operator fixes a deployment in one pass.
-//! [`Config::production_problems`] holds the rules `RAMPART_ENV=production` enforces.
+//! [`Config::production_problems`] holds the rules `RAMPART_ENV=production` enforces (and
+//! [`Config::database_problems`] the part the database commands enforce);
+//! [`Config::load_with`] reports them together with the parse problems, so a malformed
+//! value never hides a rule. Ceilings that keep hashes verifiable hold in every
+//! environment; floors that keep protections on hold in production.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +22,7 @@ use base64::Engine;
 use ipnet::IpNet;
 
 use crate::error::Redacted;
+use crate::passwords;
 
 /// The prefix of every variable except `DATABASE_URL` and `REDIS_URL`.
 pub const PREFIX: &str = "RAMPART_";
@@ -375,6 +380,35 @@ const DAY: Duration = Duration::from_secs(86_400);
 impl Config {
     /// Parses the configuration, or returns every problem found (one line each).
     pub fn load(src: &Sources) -> Result<Self, Vec<String>> {
+        Self::load_with(src, |_| Vec::new())
+    }
+
+    /// Parses the configuration and adds the problems `rules` finds in it (say
+    /// [`Config::production_problems`]), or returns every problem of both kinds. `rules`
+    /// runs even when parsing found problems, on a configuration whose unparsable values
+    /// are replaced by their defaults, so a malformed value never hides another rule; a
+    /// rule's line about a variable that parsing already reported is dropped (one line per
+    /// problem). The configuration `rules` sees is never returned unless it is clean.
+    pub fn load_with(
+        src: &Sources,
+        rules: impl FnOnce(&Config) -> Vec<String>,
+    ) -> Result<Self, Vec<String>> {
+        let (config, mut problems) = Self::parse(src);
+        let named: Vec<String> = problems.iter().map(|p| variable_of(p).to_owned()).collect();
+        problems.extend(
+            rules(&config)
+                .into_iter()
+                .filter(|p| !named.iter().any(|n| n == variable_of(p))),
+        );
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Every value parsed, unparsable ones replaced by their defaults, and the problems.
+    fn parse(src: &Sources) -> (Self, Vec<String>) {
         let mut p = Parser {
             src,
             problems: Vec::new(),
@@ -537,17 +571,33 @@ impl Config {
         let reset_rate_per_hour = p.number("RAMPART_RESET_RATE_PER_HOUR", 5u32, 1, 10_000);
         let password_reset_ttl =
             p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
-        let argon2_memory_kib = p.number("RAMPART_ARGON2_MEMORY_KIB", 19_456u32, 8, 4 << 20);
-        let argon2_iterations = p.number("RAMPART_ARGON2_ITERATIONS", 2u32, 1, 100);
-        let argon2_parallelism = p.number("RAMPART_ARGON2_PARALLELISM", 1u32, 1, 64);
+        // Ceilings are the verifier's own (`passwords::MAX_*`): a hash made under a setting
+        // the verifier refuses would lock every user out at their next login.
+        let argon2_memory_kib = p.number(
+            "RAMPART_ARGON2_MEMORY_KIB",
+            19_456u32,
+            8,
+            passwords::MAX_M_KIB,
+        );
+        let argon2_iterations = p.number("RAMPART_ARGON2_ITERATIONS", 2u32, 1, passwords::MAX_T);
+        let argon2_parallelism = p.number("RAMPART_ARGON2_PARALLELISM", 1u32, 1, passwords::MAX_P);
+        if argon2_memory_kib < 8 * argon2_parallelism {
+            // Argon2 needs 8 KiB per lane.
+            p.problem(
+                "RAMPART_ARGON2_MEMORY_KIB",
+                format!(
+                    "must be at least 8 × RAMPART_ARGON2_PARALLELISM ({argon2_parallelism}) KiB"
+                ),
+            );
+        }
         let hash_workers = src
             .get("RAMPART_HASH_WORKERS")
             .is_some()
             .then(|| p.number("RAMPART_HASH_WORKERS", 1usize, 1, 256));
         let hash_queue = p.number("RAMPART_HASH_QUEUE", 64usize, 1, 100_000);
 
-        if p.problems.is_empty() {
-            Ok(Self {
+        (
+            Self {
                 env,
                 bind,
                 database_url,
@@ -594,10 +644,9 @@ impl Config {
                 argon2_parallelism,
                 hash_workers,
                 hash_queue,
-            })
-        } else {
-            Err(p.problems)
-        }
+            },
+            p.problems,
+        )
     }
 
     /// Variables with the prefix that Rampart does not know (likely typos).
@@ -610,15 +659,18 @@ impl Config {
     }
 
     /// The rules of contract §9 that production enforces, one line per broken rule, each
-    /// naming its variable. `has_active_key` tells whether `jwt_keys_dir` holds an active key
-    /// (checked by the caller, which owns the key store).
-    pub fn production_problems(&self, src: &Sources, has_active_key: bool) -> Vec<String> {
+    /// naming its variable. `active_key_problem` says why `jwt_keys_dir` holds no usable
+    /// active key, if it does not (checked by the caller, which owns the key store). Use it
+    /// through [`Config::load_with`], so that a malformed value hides none of these.
+    pub fn production_problems(
+        &self,
+        src: &Sources,
+        active_key_problem: Option<String>,
+    ) -> Vec<String> {
         let mut problems = Vec::new();
-        if !has_active_key {
+        if let Some(problem) = active_key_problem {
             problems.push(format!(
-                "RAMPART_JWT_KEYS_DIR: {} holds no active signing key (production never generates keys; run `rampart keys generate --dir {}`)",
-                self.jwt_keys_dir.display(),
-                self.jwt_keys_dir.display()
+                "RAMPART_JWT_KEYS_DIR: {problem} (production never generates keys)"
             ));
         }
         if self.allowed_origins.is_empty() {
@@ -647,9 +699,8 @@ impl Config {
         if src.get("RAMPART_PUBLIC_URL").is_none() || !self.public_url.starts_with("https://") {
             problems.push("RAMPART_PUBLIC_URL: must be an https:// URL".to_owned());
         }
-        if let Some(problem) = postgres_tls_problem(&self.database_url) {
-            problems.push(format!("DATABASE_URL: {problem}"));
-        }
+        problems.extend(self.database_problems(src));
+        problems.extend(self.protection_floors());
         if let Some(url) = &self.redis_url
             && let Some(problem) = redis_tls_problem(&url.0)
         {
@@ -662,6 +713,108 @@ impl Config {
         }
         problems
     }
+}
+
+/// Smallest Argon2id memory × iterations production accepts (OWASP Password Storage
+/// Cheat Sheet: m=19456 KiB, t=2 and its equivalents down to m=7168 KiB, t=5).
+const ARGON2_MIN_WORK: u64 = 38_912;
+const ARGON2_MIN_MEMORY_KIB: u32 = 7_168;
+const LOCKOUT_MIN: Duration = Duration::from_secs(60);
+const LOGIN_MAX_FAILURES_MAX: u32 = 100;
+const ACCESS_TOKEN_TTL_MAX: Duration = Duration::from_secs(3600);
+/// A trusted-proxy entry wider than this trusts a share of the Internet, not a proxy.
+const TRUSTED_PROXY_MIN_PREFIX_V4: u8 = 8;
+const TRUSTED_PROXY_MIN_PREFIX_V6: u8 = 16;
+
+impl Config {
+    /// Production, and every CLI command that opens the database in production: the
+    /// database is named explicitly (an unset `DATABASE_URL` must not turn a PostgreSQL
+    /// deployment into a fresh local SQLite file), and a PostgreSQL server that is not on
+    /// this host is reached with certificate verification.
+    pub fn database_problems(&self, src: &Sources) -> Vec<String> {
+        let mut problems = Vec::new();
+        if src.get("DATABASE_URL").is_none() {
+            problems.push(
+                "DATABASE_URL: must be set in production (postgres://… or, for a single instance, an explicit sqlite://PATH)"
+                    .to_owned(),
+            );
+        } else if let Some(problem) = postgres_tls_problem(&self.database_url) {
+            problems.push(format!("DATABASE_URL: {problem}"));
+        }
+        problems
+    }
+
+    /// Settings that quietly switch a protection off (contract §9), one line each.
+    fn protection_floors(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let (m, t) = (self.argon2_memory_kib, self.argon2_iterations);
+        if m < ARGON2_MIN_MEMORY_KIB {
+            problems.push(format!(
+                "RAMPART_ARGON2_MEMORY_KIB: must be at least {ARGON2_MIN_MEMORY_KIB} in production (OWASP minimum for Argon2id; got {m})"
+            ));
+        } else if u64::from(m) * u64::from(t) < ARGON2_MIN_WORK {
+            problems.push(format!(
+                "RAMPART_ARGON2_ITERATIONS: RAMPART_ARGON2_MEMORY_KIB × RAMPART_ARGON2_ITERATIONS must be at least {ARGON2_MIN_WORK} in production (OWASP minimum for Argon2id, e.g. 19456 × 2; got {m} × {t})"
+            ));
+        }
+        if self.lockout_seconds < LOCKOUT_MIN {
+            problems.push(format!(
+                "RAMPART_LOCKOUT_SECONDS: must be at least {} in production (got {})",
+                LOCKOUT_MIN.as_secs(),
+                self.lockout_seconds.as_secs()
+            ));
+        }
+        if self.login_max_failures > LOGIN_MAX_FAILURES_MAX {
+            problems.push(format!(
+                "RAMPART_LOGIN_MAX_FAILURES: must be at most {LOGIN_MAX_FAILURES_MAX} in production (got {})",
+                self.login_max_failures
+            ));
+        }
+        let wide: Vec<String> = self
+            .trusted_proxies
+            .iter()
+            .filter(|net| too_wide_to_trust(net))
+            .map(ToString::to_string)
+            .collect();
+        if !wide.is_empty() {
+            problems.push(format!(
+                "RAMPART_TRUSTED_PROXIES: {} would let clients choose their own address; in production an entry must be /{TRUSTED_PROXY_MIN_PREFIX_V4} or narrower (IPv4), /{TRUSTED_PROXY_MIN_PREFIX_V6} or narrower (IPv6)",
+                wide.join(", ")
+            ));
+        }
+        if self.access_token_ttl > ACCESS_TOKEN_TTL_MAX {
+            problems.push(format!(
+                "RAMPART_ACCESS_TOKEN_TTL: must be at most {} seconds in production (got {})",
+                ACCESS_TOKEN_TTL_MAX.as_secs(),
+                self.access_token_ttl.as_secs()
+            ));
+        }
+        problems
+    }
+}
+
+/// A trusted-proxy CIDR shorter than /8 (IPv4) or /16 (IPv6). An IPv6 entry covering
+/// IPv4-mapped addresses (`::ffff:0:0/96`) is judged by the IPv4 prefix it amounts to, so
+/// `::ffff:0:0/96` is as wide as `0.0.0.0/0`.
+fn too_wide_to_trust(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(v4) => v4.prefix_len() < TRUSTED_PROXY_MIN_PREFIX_V4,
+        IpNet::V6(v6) => {
+            let as_v4 = if v6.prefix_len() <= 96 {
+                let mapped_base = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0);
+                v6.contains(&mapped_base).then_some(0)
+            } else {
+                v6.network().to_ipv4_mapped().map(|_| v6.prefix_len() - 96)
+            };
+            v6.prefix_len() < TRUSTED_PROXY_MIN_PREFIX_V6
+                || as_v4.is_some_and(|p| p < TRUSTED_PROXY_MIN_PREFIX_V4)
+        }
+    }
+}
+
+/// The variable a problem line names (`NAME: issue`).
+fn variable_of(line: &str) -> &str {
+    line.split_once(':').map_or(line, |(name, _)| name)
 }
 
 fn parse_cidrs(raw: &str) -> Result<Vec<IpNet>, String> {
@@ -719,41 +872,43 @@ fn smtp_url_requires_tls(raw: &str) -> bool {
 }
 
 /// A PostgreSQL URL must verify the server's certificate unless it stays on this host.
-fn postgres_tls_problem(raw: &str) -> Option<&'static str> {
+///
+/// Judged by what sqlx's `PgConnectOptions` will do with the URL, not by the first
+/// parameter that looks right: query parameters apply in order and the last one wins
+/// (`?sslmode=verify-full&sslmode=disable` connects without TLS), `host=` and `hostaddr=`
+/// replace the URL's host, and a `host=/…` socket, once given, is what sqlx connects to.
+/// The store's tests check this against sqlx itself.
+pub fn postgres_tls_problem(raw: &str) -> Option<&'static str> {
     if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
         return None;
     }
     let Ok(url) = url::Url::parse(raw) else {
         return Some("is not a valid URL");
     };
-    let query_host = url
-        .query_pairs()
-        .find(|(k, _)| k == "host")
-        .map(|(_, v)| v.into_owned());
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let local = |h: &str| {
-        h.is_empty()
-            || h.starts_with('/')
-            || h.starts_with("%2F")
-            || h.eq_ignore_ascii_case("localhost")
-            || h.trim_matches(|c| c == '[' || c == ']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    };
-    let is_local = match &query_host {
-        Some(h) => local(h),
-        None => local(&host),
-    };
-    if is_local {
+    let url_host = url.host_str().unwrap_or_default();
+    let mut socket = url_host.starts_with('/') || url_host.starts_with("%2F");
+    let mut host = url_host.to_owned();
+    // libpq spells it `sslmode`, sqlx also accepts `ssl-mode`.
+    let mut sslmode = None;
+    for (key, value) in url.query_pairs() {
+        match &*key {
+            "sslmode" | "ssl-mode" => sslmode = Some(value.into_owned()),
+            "host" if value.starts_with('/') => socket = true,
+            "host" | "hostaddr" => host = value.into_owned(),
+            _ => {}
+        }
+    }
+    let loopback = host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if socket || loopback {
         return None;
     }
-    // libpq spells it `sslmode`, sqlx also accepts `ssl-mode`.
-    let sslmode = url
-        .query_pairs()
-        .find(|(k, _)| k == "sslmode" || k == "ssl-mode")
-        .map(|(_, v)| v.into_owned());
     match sslmode.as_deref() {
-        Some("verify-full") | Some("verify-ca") => None,
+        Some("verify-full" | "verify-ca") => None,
         _ => Some(
             "a PostgreSQL server that is not on this host must use sslmode=verify-full (or verify-ca); `require` checks no certificate",
         ),
@@ -921,7 +1076,7 @@ mod tests {
     fn prod_problems(pairs: &[(&str, &str)]) -> Vec<String> {
         let src = Sources::from_pairs(pairs.iter().copied());
         let c = Config::load(&src).unwrap();
-        c.production_problems(&src, true)
+        c.production_problems(&src, None)
     }
 
     #[test]
@@ -1005,7 +1160,10 @@ mod tests {
         assert!(prod_problems(&pairs)[0].starts_with("RAMPART_RATE_LIMIT_PER_MINUT:"));
         let src = Sources::from_pairs(prod_ok());
         let c = Config::load(&src).unwrap();
-        assert!(c.production_problems(&src, false)[0].starts_with("RAMPART_JWT_KEYS_DIR"));
+        assert!(
+            c.production_problems(&src, Some("no key".to_owned()))[0]
+                .starts_with("RAMPART_JWT_KEYS_DIR")
+        );
     }
 
     #[test]
@@ -1020,6 +1178,269 @@ mod tests {
             "postgres://app@db.example/r?ssl-mode=verify-full",
         ] {
             assert_eq!(postgres_tls_problem(url), None, "{url}");
+        }
+    }
+
+    /// Contract §9: every problem in one run. A malformed data key and six broken
+    /// production rules are seven lines, one per problem, each naming its variable; the
+    /// malformed key is not reported a second time as "unset".
+    #[test]
+    fn production_reports_parse_errors_and_rules_together() {
+        let pairs: Vec<(&str, &str)> = prod_ok()
+            .into_iter()
+            .filter(|(k, _)| !matches!(*k, "RAMPART_DATA_KEY" | "DATABASE_URL"))
+            .chain([
+                ("RAMPART_DATA_KEY", "not-a-key"),
+                ("RAMPART_ARGON2_MEMORY_KIB", "8"),
+                ("RAMPART_LOCKOUT_SECONDS", "1"),
+                ("RAMPART_LOGIN_MAX_FAILURES", "1000"),
+                ("RAMPART_TRUSTED_PROXIES", "0.0.0.0/0"),
+                ("RAMPART_ACCESS_TOKEN_TTL", "24h"),
+            ])
+            .collect();
+        let src = Sources::from_pairs(pairs);
+        let problems = Config::load_with(&src, |c| c.production_problems(&src, None)).unwrap_err();
+        let named: Vec<&str> = problems.iter().map(|p| variable_of(p)).collect();
+        assert_eq!(
+            named,
+            [
+                "RAMPART_DATA_KEY",
+                "DATABASE_URL",
+                "RAMPART_ARGON2_MEMORY_KIB",
+                "RAMPART_LOCKOUT_SECONDS",
+                "RAMPART_LOGIN_MAX_FAILURES",
+                "RAMPART_TRUSTED_PROXIES",
+                "RAMPART_ACCESS_TOKEN_TTL",
+            ],
+            "{problems:#?}"
+        );
+        assert_eq!(
+            problems[0],
+            "RAMPART_DATA_KEY: must be 32 random bytes, base64-encoded"
+        );
+        // Without rules, or with every rule met, `load_with` is `load`.
+        assert!(Config::load_with(&Sources::from_pairs(prod_ok()), |_| Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn production_wants_database_url_named() {
+        let without: Vec<_> = prod_ok()
+            .into_iter()
+            .filter(|(k, _)| *k != "DATABASE_URL")
+            .collect();
+        let problems = prod_problems(&without);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("DATABASE_URL: must be set"),
+            "{problems:?}"
+        );
+        // The database commands apply the same rule.
+        let src = Sources::from_pairs(without.iter().copied());
+        let c = Config::load(&src).unwrap();
+        assert_eq!(c.database_problems(&src), problems);
+        // An explicit SQLite file is allowed (one instance).
+        let mut sqlite = without.clone();
+        sqlite.push(("DATABASE_URL", "sqlite:///var/lib/rampart/rampart.db"));
+        assert_eq!(prod_problems(&sqlite), Vec::<String>::new());
+        // Development keeps its default.
+        assert_eq!(load(&[]).unwrap().database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn production_floors() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = prod_ok();
+            pairs.extend_from_slice(extra);
+            prod_problems(&pairs)
+        };
+        // At the floors: accepted.
+        for ok in [
+            &[
+                ("RAMPART_ARGON2_MEMORY_KIB", "19456"),
+                ("RAMPART_ARGON2_ITERATIONS", "2"),
+            ][..],
+            &[
+                ("RAMPART_ARGON2_MEMORY_KIB", "7168"),
+                ("RAMPART_ARGON2_ITERATIONS", "6"),
+            ],
+            &[
+                ("RAMPART_ARGON2_MEMORY_KIB", "38912"),
+                ("RAMPART_ARGON2_ITERATIONS", "1"),
+            ],
+            &[("RAMPART_LOCKOUT_SECONDS", "60")],
+            &[("RAMPART_LOGIN_MAX_FAILURES", "100")],
+            &[(
+                "RAMPART_TRUSTED_PROXIES",
+                "10.0.0.0/8, 2001:db8::/16, ::ffff:10.0.0.0/104",
+            )],
+            &[("RAMPART_ACCESS_TOKEN_TTL", "1h")],
+        ] {
+            assert_eq!(with(ok), Vec::<String>::new(), "{ok:?}");
+        }
+        // Below them: one line each, naming the variable.
+        for (bad, var) in [
+            (
+                &[
+                    ("RAMPART_ARGON2_MEMORY_KIB", "7167"),
+                    ("RAMPART_ARGON2_ITERATIONS", "10"),
+                ][..],
+                "RAMPART_ARGON2_MEMORY_KIB",
+            ),
+            (
+                &[
+                    ("RAMPART_ARGON2_MEMORY_KIB", "8"),
+                    ("RAMPART_ARGON2_ITERATIONS", "1"),
+                ],
+                "RAMPART_ARGON2_MEMORY_KIB",
+            ),
+            (
+                &[
+                    ("RAMPART_ARGON2_MEMORY_KIB", "19455"),
+                    ("RAMPART_ARGON2_ITERATIONS", "2"),
+                ],
+                "RAMPART_ARGON2_ITERATIONS",
+            ),
+            (
+                &[
+                    ("RAMPART_ARGON2_MEMORY_KIB", "7168"),
+                    ("RAMPART_ARGON2_ITERATIONS", "5"),
+                ],
+                "RAMPART_ARGON2_ITERATIONS",
+            ),
+            (
+                &[("RAMPART_LOCKOUT_SECONDS", "59")],
+                "RAMPART_LOCKOUT_SECONDS",
+            ),
+            (
+                &[("RAMPART_LOGIN_MAX_FAILURES", "101")],
+                "RAMPART_LOGIN_MAX_FAILURES",
+            ),
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "10.0.0.1, 0.0.0.0/0")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "10.0.0.0/7")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "::/0")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "2000::/15")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            // IPv4-mapped IPv6 entries are as wide as the IPv4 range they cover.
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "::ffff:0:0/96")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "::ffff:0.0.0.0/103")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            (
+                &[("RAMPART_TRUSTED_PROXIES", "::/80")],
+                "RAMPART_TRUSTED_PROXIES",
+            ),
+            (
+                &[("RAMPART_ACCESS_TOKEN_TTL", "3601")],
+                "RAMPART_ACCESS_TOKEN_TTL",
+            ),
+        ] {
+            let problems = with(bad);
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert!(
+                problems[0].starts_with(&format!("{var}: ")),
+                "{bad:?}: {problems:?}"
+            );
+        }
+        // Development keeps accepting them (tests use cheap hashing, for one).
+        assert!(
+            load(&[
+                ("RAMPART_ARGON2_MEMORY_KIB", "256"),
+                ("RAMPART_ARGON2_ITERATIONS", "1"),
+                ("RAMPART_LOCKOUT_SECONDS", "1"),
+                ("RAMPART_TRUSTED_PROXIES", "0.0.0.0/0"),
+            ])
+            .is_ok()
+        );
+    }
+
+    /// A setting the verifier would refuse locks every user out at the next login: refused
+    /// in every environment.
+    #[test]
+    fn argon2_settings_stay_within_what_the_verifier_accepts() {
+        let at = |m: &str, t: &str, p: &str| {
+            load(&[
+                ("RAMPART_ARGON2_MEMORY_KIB", m),
+                ("RAMPART_ARGON2_ITERATIONS", t),
+                ("RAMPART_ARGON2_PARALLELISM", p),
+            ])
+        };
+        let max_m = passwords::MAX_M_KIB.to_string();
+        let max_t = passwords::MAX_T.to_string();
+        let max_p = passwords::MAX_P.to_string();
+        assert!(at(&max_m, &max_t, &max_p).is_ok());
+        assert!(at("512", "1", "64").is_ok());
+        for (m, t, p, var) in [
+            ("1048577", "1", "1", "RAMPART_ARGON2_MEMORY_KIB"),
+            ("19456", "65", "1", "RAMPART_ARGON2_ITERATIONS"),
+            ("19456", "2", "65", "RAMPART_ARGON2_PARALLELISM"),
+            ("511", "1", "64", "RAMPART_ARGON2_MEMORY_KIB"),
+        ] {
+            let problems = at(m, t, p).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with(var), "{problems:?}");
+        }
+        // And the verifier really does accept a hash made at the ceiling of iterations.
+        let c = at("8", &max_t, "1").unwrap();
+        let hasher = passwords::PasswordHasher::new(passwords::HashParams {
+            m_kib: c.argon2_memory_kib,
+            t: c.argon2_iterations,
+            p: c.argon2_parallelism,
+        })
+        .unwrap();
+        let phc = hasher.hash("violet-harbor-lamp").unwrap();
+        assert!(hasher.verify("violet-harbor-lamp", &phc).is_valid());
+    }
+
+    /// `sslmode` given twice or a host replaced by `host=`/`hostaddr=`: judged as sqlx
+    /// will connect (the last parameter wins); the store's tests compare with sqlx itself.
+    #[test]
+    fn postgres_tls_rule_follows_what_sqlx_connects_to() {
+        for (url, refused) in [
+            (
+                "postgres://app@db.example/r?sslmode=verify-full&sslmode=disable",
+                true,
+            ),
+            (
+                "postgres://app@db.example/r?sslmode=verify-full&ssl-mode=require",
+                true,
+            ),
+            (
+                "postgres://app@db.example/r?sslmode=disable&sslmode=verify-full",
+                false,
+            ),
+            ("postgres://app@127.0.0.1/r?hostaddr=203.0.113.7", true),
+            ("postgres://app@localhost/r?host=db.example", true),
+            (
+                "postgres://app@127.0.0.1/r?hostaddr=203.0.113.7&hostaddr=127.0.0.1",
+                false,
+            ),
+            ("postgres://app@db.example/r?hostaddr=127.0.0.1", false),
+            (
+                "postgres://app@127.0.0.1/r?hostaddr=203.0.113.7&sslmode=verify-full",
+                false,
+            ),
+            ("postgres://app@db.example/r?host=/run/postgresql", false),
+            (
+                "postgres://app@db.example/r?host=/run/postgresql&host=db.example",
+                false,
+            ),
+        ] {
+            assert_eq!(postgres_tls_problem(url).is_some(), refused, "{url}");
         }
     }
 

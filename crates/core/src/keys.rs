@@ -10,8 +10,9 @@
 //!   without padding. The file name is checked against it on every load, so a renamed or
 //!   swapped file is refused rather than published under the wrong `kid`.
 //! - `D/active`: the `kid` of the key that signs new tokens (surrounding whitespace is
-//!   ignored when read). Every other `*.pem` still verifies and stays in the JWKS until
-//!   the operator deletes it.
+//!   ignored when read). Every other `*.pem` of the configured algorithm
+//!   (`RAMPART_JWT_ALG`) still verifies and stays in the JWKS until the operator deletes
+//!   it; a key of the other algorithm verifies nothing and is not published.
 //! - Anything else (names not ending in `.pem`, including our `.….tmp` temp files) is
 //!   ignored.
 //!
@@ -59,7 +60,11 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("signing key directory {} does not exist or is not a directory", .dir.display())]
+    #[error(
+        "signing key directory {} does not exist or is not a directory; create a key with `rampart keys generate --dir {}`",
+        .dir.display(),
+        .dir.display()
+    )]
     NoDirectory { dir: PathBuf },
     #[error(
         "signing key directory {} has no active key (no `active` file); create one with `rampart keys generate --dir {}`",
@@ -69,7 +74,12 @@ pub enum KeyError {
     NoActiveKey { dir: PathBuf },
     #[error("{} does not hold a key id (expected 43 base64url characters)", .path.display())]
     InvalidActive { path: PathBuf },
-    #[error("the active key {kid} has no file {}", .path.display())]
+    #[error(
+        "the active key {kid} has no file {}; restore that file from a backup, or make an existing key active (write its kid into {}) or a new one (`rampart keys rotate --dir {}`); `keys generate` leaves `active` as it is",
+        .path.display(),
+        .path.with_file_name(ACTIVE_FILE).display(),
+        .path.parent().unwrap_or(Path::new(".")).display()
+    )]
     ActiveKeyMissing { kid: String, path: PathBuf },
     #[error("{}: {reason}", .path.display())]
     InvalidKeyFile { path: PathBuf, reason: &'static str },
@@ -315,17 +325,39 @@ impl KeyStore {
         &self.keys
     }
 
-    /// RFC 7517 JWK Set of every key in the store: {"keys":[public_jwk, …]}, active first.
-    pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<_> = self.keys.iter().map(SigningKey::public_jwk).collect();
+    /// RFC 7517 JWK Set of the store's keys of `alg` (`RAMPART_JWT_ALG`), active first:
+    /// {"keys":[public_jwk, …]}. A key of another algorithm verifies none of our tokens,
+    /// so it is not offered to other verifiers either (contract §9).
+    pub fn jwks(&self, alg: JwtAlg) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|key| key.alg == alg)
+            .map(SigningKey::public_jwk)
+            .collect();
         json!({ "keys": keys })
     }
 }
 
-/// True when `dir/active` names a key file that exists (cheap check used by the production
-/// config check; does not parse keys).
+/// True when `dir/active` names a key file that exists (cheap; does not parse keys).
 pub fn has_active_key(dir: &Path) -> bool {
-    read_active_kid(dir).is_ok_and(|kid| key_path(dir, &kid).is_file())
+    active_key_problem(dir).is_none()
+}
+
+/// Why `dir` has no usable active key, with what to do about it, or `None` when `active`
+/// names a key file that exists (the production config check; does not parse keys).
+pub fn active_key_problem(dir: &Path) -> Option<String> {
+    match read_active_kid(dir) {
+        Err(e) => Some(e.to_string()),
+        Ok(kid) if key_path(dir, &kid).is_file() => None,
+        Ok(kid) => Some(
+            KeyError::ActiveKeyMissing {
+                path: key_path(dir, &kid),
+                kid,
+            }
+            .to_string(),
+        ),
+    }
 }
 
 /// `rampart keys generate --dir D [--alg]`: adds a key, returns its kid; it becomes active
@@ -740,7 +772,7 @@ mod tests {
         assert_eq!(jwk["e"], "AQAB");
         assert_eq!(modulus_bits(&b64url(jwk["n"].as_str().unwrap())), 3072);
         assert_eq!(thumbprint_of_jwk(&jwk), kid);
-        assert_public_only(&store.jwks());
+        assert_public_only(&store.jwks(JwtAlg::Rs256));
         assert_jwk_verifies(key);
 
         let debug = format!("{store:?}");
@@ -819,7 +851,7 @@ mod tests {
         assert_eq!(store.keys().len(), 2);
         assert!(store.get(&old).is_some());
         assert!(store.get("unknown").is_none());
-        let jwks = store.jwks();
+        let jwks = store.jwks(JwtAlg::EdDsa);
         let kids: Vec<&str> = jwks["keys"]
             .as_array()
             .unwrap()
@@ -828,6 +860,51 @@ mod tests {
             .collect();
         assert_eq!(kids, [new.as_str(), old.as_str()]);
         assert_public_only(&jwks);
+    }
+
+    #[test]
+    fn jwks_lists_only_keys_of_the_configured_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let ed = generate(dir.path(), JwtAlg::EdDsa).unwrap();
+        let rsa = generate(dir.path(), JwtAlg::Rs256).unwrap();
+        let store = KeyStore::load(dir.path()).unwrap();
+        assert_eq!(store.keys().len(), 2);
+        let kids = |alg| -> Vec<String> {
+            store.jwks(alg)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(kids(JwtAlg::EdDsa), [ed]);
+        assert_eq!(kids(JwtAlg::Rs256), [rsa]);
+    }
+
+    #[test]
+    fn a_missing_active_key_file_says_how_to_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let kid = generate(dir.path(), JwtAlg::EdDsa).unwrap();
+        assert_eq!(active_key_problem(dir.path()), None);
+        fs::remove_file(dir.path().join(format!("{kid}.pem"))).unwrap();
+        let loaded = KeyStore::load(dir.path()).unwrap_err().to_string();
+        let checked = active_key_problem(dir.path()).unwrap();
+        assert_eq!(loaded, checked);
+        let d = dir.path().display();
+        assert_eq!(
+            checked,
+            format!(
+                "the active key {kid} has no file {d}/{kid}.pem; restore that file from a backup, or make an existing key active (write its kid into {d}/active) or a new one (`rampart keys rotate --dir {d}`); `keys generate` leaves `active` as it is"
+            )
+        );
+        assert!(!has_active_key(dir.path()));
+        // No `active` at all: there `keys generate` is the fix.
+        fs::remove_file(dir.path().join("active")).unwrap();
+        assert!(
+            active_key_problem(dir.path())
+                .unwrap()
+                .contains("rampart keys generate")
+        );
     }
 
     #[test]

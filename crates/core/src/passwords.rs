@@ -9,9 +9,11 @@
 //!
 //! Storage (OWASP Password Storage Cheat Sheet): every password is NFKC-normalised, then
 //! hashed with Argon2id v19 and a random 16-byte salt into a PHC string. Verification also
-//! accepts legacy bcrypt (`$2a$`/`$2b$`/`$2y$`) and Argon2 hashes with other parameters,
-//! and says when the caller should store a fresh hash ([`Verification::Valid`]'s
-//! `needs_rehash`). A stored hash that cannot be parsed, or whose cost is absurd, is simply
+//! accepts legacy bcrypt (`$2a$`/`$2b$`/`$2y$`; a password over 72 bytes never matches
+//! one, since bcrypt ignores what follows) and Argon2 hashes with other parameters, and
+//! says when the caller should store a fresh hash ([`Verification::Valid`]'s
+//! `needs_rehash`): only upward, never for a hash costing more than configured in memory,
+//! iterations or lanes (contract §9). A stored hash that cannot be parsed, or whose cost is absurd, is simply
 //! [`Verification::Invalid`]: a corrupt row never panics, errors or exhausts memory.
 //!
 //! Invariants: a password never appears in an error, a log or a `Debug` output; copies we
@@ -47,9 +49,14 @@ const OUTPUT_LEN: usize = 32;
 /// Ceilings on the cost of a *stored* hash we are willing to run. A stored PHC string
 /// names its own parameters; without a ceiling, a corrupt or hostile row such as
 /// `m=4294967295` would make the allocator abort the process. Far above any sane setting.
-const MAX_STORED_M_KIB: u32 = 1024 * 1024; // 1 GiB
-const MAX_STORED_T: u32 = 64;
-const MAX_STORED_P: u32 = 64;
+/// The configuration refuses settings above them (`RAMPART_ARGON2_*`), since a hash made
+/// under such a setting would never verify again.
+pub const MAX_M_KIB: u32 = 1024 * 1024; // 1 GiB
+pub const MAX_T: u32 = 64;
+pub const MAX_P: u32 = 64;
+/// bcrypt keys only the first 72 bytes of a password: a longer one is never a match, or
+/// `<those 72 bytes>` followed by anything would be.
+const BCRYPT_MAX_BYTES: usize = 72;
 /// bcrypt cost 16 is ~5 s per check today; beyond that a legacy row is treated as corrupt.
 const MAX_BCRYPT_COST: u32 = 16;
 
@@ -189,9 +196,10 @@ impl HashParams {
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
-    /// The password matches. `needs_rehash`: the stored hash is legacy (bcrypt) or uses
-    /// other Argon2 parameters than configured; store [`PasswordHasher::hash`] of the
-    /// password now that it is known.
+    /// The password matches. `needs_rehash`: the stored hash is legacy (bcrypt), or costs
+    /// less than configured in memory, iterations or lanes and more in none, or is another
+    /// Argon2 form at no higher cost; store [`PasswordHasher::hash`] of the password now
+    /// that it is known. Never set for a hash that costs more than configured in any way.
     Valid { needs_rehash: bool },
     /// Wrong password, or a stored hash we cannot use.
     Invalid,
@@ -280,9 +288,9 @@ impl PasswordHasher {
         let Ok(stored_params) = Params::try_from(&stored) else {
             return Verification::Invalid;
         };
-        if stored_params.m_cost() > MAX_STORED_M_KIB
-            || stored_params.t_cost() > MAX_STORED_T
-            || stored_params.p_cost() > MAX_STORED_P
+        if stored_params.m_cost() > MAX_M_KIB
+            || stored_params.t_cost() > MAX_T
+            || stored_params.p_cost() > MAX_P
         {
             return Verification::Invalid;
         }
@@ -295,11 +303,13 @@ impl PasswordHasher {
         {
             return Verification::Invalid;
         }
-        let current = stored.algorithm.as_str() == Algorithm::Argon2id.as_str()
+        let stored_cost = HashParams {
+            m_kib: stored_params.m_cost(),
+            t: stored_params.t_cost(),
+            p: stored_params.p_cost(),
+        };
+        let same_form = stored.algorithm.as_str() == Algorithm::Argon2id.as_str()
             && stored.version == Some(Version::V0x13.into())
-            && stored_params.m_cost() == self.params.m_kib
-            && stored_params.t_cost() == self.params.t
-            && stored_params.p_cost() == self.params.p
             && stored_params.keyid().is_empty()
             && stored_params.data().is_empty()
             && stored
@@ -311,7 +321,7 @@ impl PasswordHasher {
                 .as_ref()
                 .is_some_and(|salt| salt.len() >= argon2::RECOMMENDED_SALT_LEN);
         Verification::Valid {
-            needs_rehash: !current,
+            needs_rehash: needs_rehash(stored_cost, same_form, self.params),
         }
     }
 
@@ -323,6 +333,17 @@ impl PasswordHasher {
     }
 }
 
+/// Re-hash only upward (contract §9): a re-hash never lowers memory, iterations or lanes,
+/// so a configuration cheaper than the stored hashes (a mistake, or an attacker's edit)
+/// cannot downgrade them at login. Within that, a stored hash is replaced when one of its
+/// costs is below the configured one, or when it is of another form (Argon2i/d, an older
+/// version, a short salt or output) at no higher cost.
+fn needs_rehash(stored: HashParams, same_form: bool, configured: HashParams) -> bool {
+    let higher =
+        stored.m_kib > configured.m_kib || stored.t > configured.t || stored.p > configured.p;
+    !higher && (!same_form || stored != configured)
+}
+
 fn verify_bcrypt(password: &str, phc: &str) -> Verification {
     // `$2b$NN$…`: refuse absurd costs before running them.
     let cost = phc.get(4..6).and_then(|digits| digits.parse::<u32>().ok());
@@ -331,7 +352,9 @@ fn verify_bcrypt(password: &str, phc: &str) -> Verification {
     }
     // Legacy systems hashed whatever bytes they received; we hash NFKC. Try both so that
     // a user whose password NFKC changes can still log in once and be migrated.
-    let matches = |candidate: &str| bcrypt::verify(candidate, phc).unwrap_or(false);
+    let matches = |candidate: &str| {
+        candidate.len() <= BCRYPT_MAX_BYTES && bcrypt::verify(candidate, phc).unwrap_or(false)
+    };
     let valid = matches(password) || {
         let normalized = Zeroizing::new(normalize(password));
         *normalized != password && matches(&normalized)
@@ -671,6 +694,89 @@ mod tests {
         assert_eq!(
             old.verify("violet-harbor-lamp", &argon2i),
             Verification::Valid { needs_rehash: true }
+        );
+    }
+
+    fn hasher(m_kib: u32, t: u32, p: u32) -> PasswordHasher {
+        PasswordHasher::new(HashParams { m_kib, t, p }).unwrap()
+    }
+
+    /// Contract §9: re-hash only upward. A stored hash costing more than configured in any
+    /// of memory, iterations or lanes is never replaced, so a cheaper configuration cannot
+    /// downgrade the hashes at login.
+    #[test]
+    fn rehash_only_upward() {
+        let configured = hasher(512, 2, 2);
+        for (m, t, p, rehash) in [
+            (512, 2, 2, false),  // as configured
+            (256, 2, 2, true),   // less memory
+            (512, 1, 2, true),   // fewer iterations
+            (512, 2, 1, true),   // fewer lanes
+            (256, 1, 1, true),   // less of everything
+            (1024, 2, 2, false), // more memory
+            (512, 3, 2, false),  // more iterations
+            (512, 2, 4, false),  // more lanes
+            (1024, 1, 2, false), // more memory, fewer iterations: lowering either is a downgrade
+            (256, 3, 2, false),
+        ] {
+            let stored = hasher(m, t, p).hash("violet-harbor-lamp").unwrap();
+            assert_eq!(
+                configured.verify("violet-harbor-lamp", &stored),
+                Verification::Valid {
+                    needs_rehash: rehash
+                },
+                "stored m={m} t={t} p={p}"
+            );
+        }
+        // Another Argon2 form is migrated only when that lowers no cost.
+        let argon2i = |m, t| {
+            Argon2::new(
+                Algorithm::Argon2i,
+                Version::V0x13,
+                Params::new(m, t, 2, None).unwrap(),
+            )
+            .hash_password(b"violet-harbor-lamp")
+            .unwrap()
+            .to_string()
+        };
+        assert_eq!(
+            configured.verify("violet-harbor-lamp", &argon2i(512, 2)),
+            Verification::Valid { needs_rehash: true }
+        );
+        assert_eq!(
+            configured.verify("violet-harbor-lamp", &argon2i(1024, 2)),
+            Verification::Valid {
+                needs_rehash: false
+            }
+        );
+    }
+
+    /// bcrypt keys only 72 bytes: without a length check, `<72 bytes>` + anything matched.
+    #[test]
+    fn bcrypt_never_matches_a_password_over_72_bytes() {
+        let hasher = fast();
+        let seventy_two = "violet-harbor-lamp-".repeat(4)[..72].to_owned();
+        let legacy = bcrypt::hash(&seventy_two, 4).unwrap();
+        assert!(hasher.verify(&seventy_two, &legacy).is_valid());
+        for suffix in ["x", "anything at all", "é"] {
+            let longer = format!("{seventy_two}{suffix}");
+            assert!(
+                bcrypt::verify(&longer, &legacy).unwrap(),
+                "bcrypt truncates"
+            );
+            assert_eq!(
+                hasher.verify(&longer, &legacy),
+                Verification::Invalid,
+                "{suffix:?}"
+            );
+        }
+        // Counted in bytes: 36 two-byte characters are 72 bytes, one more is 74.
+        let accents = "é".repeat(36);
+        let legacy = bcrypt::hash(&accents, 4).unwrap();
+        assert!(hasher.verify(&accents, &legacy).is_valid());
+        assert_eq!(
+            hasher.verify(&format!("{accents}é"), &legacy),
+            Verification::Invalid
         );
     }
 

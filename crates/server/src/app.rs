@@ -31,18 +31,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(s) => s,
         Err(problems) => return refuse(&problems),
     };
-    let config = match Config::load(&sources) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let config = match Config::load_with(&sources, |config| {
+        command_problems(config, &sources, &command)
+    }) {
         Ok(c) => c,
         Err(problems) => return refuse(&problems),
     };
-    let command = cli.command.unwrap_or(Command::Serve);
-    if config.is_production() && matches!(command, Command::Serve) {
-        let problems =
-            config.production_problems(&sources, keys::has_active_key(&config.jwt_keys_dir));
-        if !problems.is_empty() {
-            return refuse(&problems);
-        }
-    }
     let result = match command {
         Command::Serve => serve(config, &sources).await,
         Command::Migrate => migrate(&config).await,
@@ -73,6 +68,41 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `command` refuses beyond a parse error (contract §9): in production, `serve` every
+/// production rule and the commands that open the database the database rules; in every
+/// environment, `keys rotate-data` an unset `RAMPART_DATA_KEY` (it never generates one).
+fn command_problems(config: &Config, sources: &Sources, command: &Command) -> Vec<String> {
+    let mut problems = Vec::new();
+    if config.is_production() {
+        match command {
+            Command::Serve => problems.extend(
+                config.production_problems(sources, keys::active_key_problem(&config.jwt_keys_dir)),
+            ),
+            Command::Migrate
+            | Command::Admin { .. }
+            | Command::Purge
+            | Command::Audit { .. }
+            | Command::Keys {
+                command: KeysCommand::RotateData,
+            } => problems.extend(config.database_problems(sources)),
+            Command::Keys { .. } => {}
+        }
+    }
+    if matches!(
+        command,
+        Command::Keys {
+            command: KeysCommand::RotateData
+        }
+    ) && config.data_key.is_none()
+    {
+        problems.push(
+            "RAMPART_DATA_KEY: must be set to the new data key for `keys rotate-data` (it never generates one; the previous keys go in RAMPART_DATA_KEYS_OLD)"
+                .to_owned(),
+        );
+    }
+    problems
 }
 
 fn refuse(problems: &[String]) -> ExitCode {
@@ -162,14 +192,66 @@ fn data_keys(config: &Config) -> anyhow::Result<DataKeys> {
     Ok(DataKeys::new(DataKey::from_bytes(active), old))
 }
 
-/// `rampart keys rotate-data`: re-seals every stored secret under the active data key.
+/// How many times `rotate-data` reads again and retries rows whose compare-and-swap failed
+/// because they changed meanwhile (an MFA change racing the rotation).
+const ROTATE_DATA_PASSES: usize = 3;
+
+/// `rampart keys rotate-data`: re-seals every stored secret under `RAMPART_DATA_KEY`,
+/// which must be given (never generated: a throwaway key would leave every secret sealed
+/// under a key nobody has). Rows that change under it are retried; any still failing after
+/// [`ROTATE_DATA_PASSES`] are reported and the command fails. The count re-sealed is
+/// audited as `keys.data_rotated`.
 async fn rotate_data(config: &Config) -> anyhow::Result<()> {
+    if config.data_key.is_none() {
+        anyhow::bail!("RAMPART_DATA_KEY is not set");
+    }
     let keys = data_keys(config)?;
     let db = Db::connect(&config.database_url, 2).await?;
-    let rows = rampart_store::mfa::sealed_secrets(&db)
+    let rotated = async {
+        let mut resealed = 0usize;
+        let mut raced = 0usize;
+        for _ in 0..ROTATE_DATA_PASSES {
+            let (done, failed) = reseal_pass(&db, &keys).await?;
+            resealed += done;
+            raced = failed;
+            if failed == 0 {
+                break;
+            }
+        }
+        let outcome = if raced == 0 {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let event = NewAuditEvent::new("keys.data_rotated", outcome)
+            .with_details(serde_json::json!({ "count": resealed }));
+        rampart_store::audit::record(&db, &event, SystemClock.now_ms())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::Ok((resealed, raced))
+    }
+    .await;
+    db.close().await;
+    let (resealed, raced) = rotated?;
+    println!(
+        "re-sealed {resealed} secret(s) under data key {}",
+        keys.active_kid()
+    );
+    if raced > 0 {
+        anyhow::bail!(
+            "{raced} secret(s) changed during each of {ROTATE_DATA_PASSES} attempts and were not re-sealed; run `rampart keys rotate-data` again"
+        );
+    }
+    Ok(())
+}
+
+/// One pass over the sealed secrets: re-seals each one not under the active key with a
+/// compare-and-swap. Returns (re-sealed, changed meanwhile).
+async fn reseal_pass(db: &Db, keys: &DataKeys) -> anyhow::Result<(usize, usize)> {
+    let rows = rampart_store::mfa::sealed_secrets(db)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut resealed = 0usize;
+    let (mut resealed, mut raced) = (0usize, 0usize);
     for (user_id, secret, pending) in rows {
         let id = user_id.to_string();
         let place = crypto::Place {
@@ -195,7 +277,7 @@ async fn rotate_data(config: &Config) -> anyhow::Result<()> {
         let new_pending = reseal(&pending)?;
         if new_secret != secret || new_pending != pending {
             let done = rampart_store::mfa::reseal(
-                &db,
+                db,
                 user_id,
                 secret.as_deref(),
                 new_secret.as_deref(),
@@ -204,15 +286,14 @@ async fn rotate_data(config: &Config) -> anyhow::Result<()> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            resealed += usize::from(done);
+            if done {
+                resealed += 1;
+            } else {
+                raced += 1;
+            }
         }
     }
-    db.close().await;
-    println!(
-        "re-sealed {resealed} secret(s) under data key {}",
-        keys.active_kid()
-    );
-    Ok(())
+    Ok((resealed, raced))
 }
 
 async fn shutdown_signal() {

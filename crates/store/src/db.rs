@@ -3,10 +3,17 @@
 //! Invariants: SQLite runs in WAL mode with `foreign_keys` on, a 5 s busy timeout and
 //! `synchronous = NORMAL`, and every SQLite transaction starts with `BEGIN IMMEDIATE`, so a
 //! writer takes the write lock up front (waiting for it within the busy timeout) instead of
-//! failing with `SQLITE_BUSY` when a read lock cannot be upgraded. PostgreSQL honours the
-//! URL's `sslmode` as sqlx parses it. Startup errors never carry the URL, which may hold a
-//! password: they name the backend, host, port and database only.
+//! failing with `SQLITE_BUSY` when a read lock cannot be upgraded. A SQLite file Rampart
+//! creates is `0600` (SQLite gives its `-wal` and `-shm` files the database file's mode),
+//! and so is every directory created for it `0700`: the file holds password hashes and
+//! sealed secrets. PostgreSQL honours the URL's `sslmode` as sqlx parses it; every
+//! PostgreSQL transaction (explicit, and each statement run on its own) is READ COMMITTED
+//! whatever the server's `default_transaction_isolation`, since the compare-and-swap and
+//! row-lock logic of the stores relies on it (a REPEATABLE READ default would turn a lost
+//! race into a serialization error, a 500). Startup errors never carry the URL, which may
+//! hold a password: they name the backend, host, port and database only.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -48,6 +55,13 @@ pub enum Tx {
 }
 
 const PING: &str = "SELECT 1";
+
+/// PostgreSQL: the isolation level the stores' logic is written for, stated rather than
+/// inherited from the server's or the role's `default_transaction_isolation`.
+const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+/// The same for statements that run outside an explicit transaction (each its own).
+const SESSION_READ_COMMITTED: &str =
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
 const SQLITE_MIGRATIONS_TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master \
      WHERE type = 'table' AND name = '_sqlx_migrations')";
@@ -122,7 +136,8 @@ impl Db {
         with_pool!(self, pool => pool.close().await);
     }
 
-    /// Starts a transaction; on SQLite with `BEGIN IMMEDIATE` (see the module docs).
+    /// Starts a transaction; on SQLite with `BEGIN IMMEDIATE`, on PostgreSQL explicitly READ
+    /// COMMITTED (see the module docs).
     pub async fn begin(&self) -> rampart_core::Result<Tx> {
         match self {
             Db::Sqlite(pool) => pool
@@ -131,7 +146,7 @@ impl Db {
                 .map(Tx::Sqlite)
                 .db_context("starting a transaction"),
             Db::Postgres(pool) => pool
-                .begin()
+                .begin_with(BEGIN_READ_COMMITTED)
                 .await
                 .map(Tx::Postgres)
                 .db_context("starting a transaction"),
@@ -185,6 +200,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> anyhow::Result<SqlitePool>
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
         create_parent_dir(options.get_filename())?;
+        create_private_file(options.get_filename())?;
     }
     pool.connect_with(options)
         .await
@@ -198,11 +214,31 @@ fn is_sqlite_memory_url(url: &str) -> bool {
     database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
 }
 
+/// Creates the missing directories above `file`, each `0700`.
 fn create_parent_dir(file: &Path) -> anyhow::Result<()> {
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("creating the database directory {}", dir.display())),
         _ => Ok(()),
+    }
+}
+
+/// Creates `file` empty and `0600` when missing, before SQLite opens it: SQLite would
+/// create it `0644` (less the umask), and it gives the `-wal` and `-shm` files the mode of
+/// the database file. An existing file keeps its mode.
+fn create_private_file(file: &Path) -> anyhow::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating the database file {}", file.display())),
     }
 }
 
@@ -218,6 +254,12 @@ async fn connect_postgres(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, SESSION_READ_COMMITTED).await?;
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await
         .with_context(|| format!("connecting to {target}"))
@@ -282,7 +324,72 @@ mod tests {
             (journal.as_str(), foreign_keys, synchronous, busy_timeout),
             ("wal", 1, 1, 5000)
         );
+        db.migrate().await.unwrap();
+        let mode = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        };
+        let wal = path.with_file_name("rampart.db-wal");
+        let shm = path.with_file_name("rampart.db-shm");
+        assert_eq!(
+            [&path, &wal, &shm].map(|p| mode(p)),
+            [0o600; 3],
+            "database files are private"
+        );
+        let nested = dir.path().join("nested");
+        assert_eq!(
+            [&nested, &nested.join("deeper")].map(|p| mode(p)),
+            [0o700; 2],
+            "created directories are private"
+        );
         db.close().await;
+    }
+
+    /// The production TLS rule (`rampart_core::config::postgres_tls_problem`) judges a URL
+    /// as sqlx will connect with it: it accepts exactly the URLs whose parsed options are a
+    /// socket, a loopback host, or certificate verification.
+    #[test]
+    fn production_tls_rule_agrees_with_sqlx() {
+        use sqlx::postgres::PgSslMode;
+        for url in [
+            "postgres://app@db.example/r?sslmode=verify-full",
+            "postgres://app@db.example/r?sslmode=verify-ca",
+            "postgres://app@db.example/r?sslmode=require",
+            "postgres://app@db.example/r",
+            "postgres://app@db.example/r?sslmode=verify-full&sslmode=disable",
+            "postgres://app@db.example/r?sslmode=disable&sslmode=verify-full",
+            "postgres://app@db.example/r?ssl-mode=verify-full&sslmode=prefer",
+            "postgres://app@127.0.0.1/r",
+            "postgres://app@localhost/r",
+            "postgres://app@[::1]/r",
+            "postgres://app@127.0.0.1/r?hostaddr=203.0.113.7",
+            "postgres://app@127.0.0.1/r?hostaddr=203.0.113.7&sslmode=verify-full",
+            "postgres://app@db.example/r?hostaddr=127.0.0.1",
+            "postgres://app@127.0.0.1/r?host=db.example",
+            "postgres://app@db.example/r?host=localhost",
+            "postgres://app@db.example/r?host=/run/postgresql",
+            "postgres://app@db.example/r?host=/run/postgresql&host=db.example",
+            "postgres://app@%2Frun%2Fpostgresql/r",
+        ] {
+            let options = PgConnectOptions::from_str(url).unwrap();
+            let host = options.get_host().trim_matches(|c| c == '[' || c == ']');
+            let local = options.get_socket().is_some()
+                || host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            let verified = matches!(
+                options.get_ssl_mode(),
+                PgSslMode::VerifyFull | PgSslMode::VerifyCa
+            );
+            assert_eq!(
+                rampart_core::config::postgres_tls_problem(url).is_none(),
+                local || verified,
+                "{url}: sqlx connects to {host:?} (socket {:?}) with {:?}",
+                options.get_socket(),
+                options.get_ssl_mode()
+            );
+        }
     }
 
     #[tokio::test]

@@ -1112,18 +1112,26 @@ async fn outdated_and_bcrypt_hashes_are_upgraded(backend: Backend) {
     let upgraded = stored_hash(&app, &email).await;
     assert!(upgraded.starts_with("$argon2id$"), "{upgraded}");
     assert!(upgraded.contains("m=64,t=1,p=1"), "{upgraded}");
-    // An argon2id hash with other parameters is re-hashed with the configured ones.
-    let old = rampart_core::passwords::PasswordHasher::new(rampart_core::passwords::HashParams {
-        m_kib: 128,
-        t: 2,
-        p: 1,
-    })
-    .unwrap()
-    .hash(PASSWORD)
-    .unwrap();
-    set_hash(&app, &email, &old).await;
+    let argon2id = |m_kib, t| {
+        rampart_core::passwords::PasswordHasher::new(rampart_core::passwords::HashParams {
+            m_kib,
+            t,
+            p: 1,
+        })
+        .unwrap()
+        .hash(PASSWORD)
+        .unwrap()
+    };
+    // An argon2id hash costing less than configured is re-hashed with the configured cost.
+    set_hash(&app, &email, &argon2id(32, 1)).await;
     assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
     assert!(stored_hash(&app, &email).await.contains("m=64,t=1,p=1"));
+    // One costing more is never downgraded (contract §9): the login leaves it as it is.
+    for stronger in [argon2id(128, 2), argon2id(128, 1), argon2id(64, 2)] {
+        set_hash(&app, &email, &stronger).await;
+        assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+        assert_eq!(stored_hash(&app, &email).await, stronger);
+    }
     // A wrong password does not touch the hash.
     set_hash(&app, &email, &bcrypt).await;
     assert_eq!(app.login(&email, "wrong wrong wrong").await.status(), 401);

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use sqlx::Connection;
+
 use crate::support::{Server, run, tempdir};
 
 const K1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
@@ -122,7 +124,58 @@ async fn rotate_data_reseals_secrets_under_the_new_key() {
         "idempotent: {}",
         out.stdout
     );
+    // Each run is audited with the count it re-sealed, and nothing else.
+    assert_eq!(
+        rotation_events(dir.path()).await,
+        [
+            ("success".to_owned(), json!({"count": 1})),
+            ("success".to_owned(), json!({"count": 0}))
+        ]
+    );
     let mut server = Server::start(dir.path(), &only_k2, &[]).await;
     assert_eq!(mfa_login(&server, &code(&secret, 1)).await, 200);
     assert!(server.stop_with("TERM").await.success());
+}
+
+/// `keys.data_rotated` events of the development database in `dir`, oldest first.
+async fn rotation_events(dir: &std::path::Path) -> Vec<(String, Value)> {
+    let url = format!("sqlite://{}?mode=ro", dir.join("data/rampart.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT outcome, details FROM audit_events WHERE action = 'keys.data_rotated' ORDER BY seq",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    rows.into_iter()
+        .map(|(outcome, details)| (outcome, serde_json::from_str(&details).unwrap()))
+        .collect()
+}
+
+/// Without an explicit RAMPART_DATA_KEY, `rotate-data` used to generate a throwaway key
+/// and re-seal every secret under it (exit 0). It is a configuration refusal now: exit 2
+/// naming the variable, before any key is generated or the database is opened.
+#[tokio::test]
+async fn rotate_data_without_a_data_key_is_refused() {
+    let dir = tempdir();
+    for env in [
+        &[][..],
+        &[("RAMPART_DATA_KEYS_OLD", K1)],
+        &[
+            ("RAMPART_ENV", "production"),
+            ("DATABASE_URL", "sqlite://./data/rampart.db"),
+        ],
+    ] {
+        let out = run(dir.path(), env, &["keys", "rotate-data"]).await;
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {}", out.stderr);
+        let problems: Vec<&str> = out.stderr.lines().skip(1).collect();
+        assert_eq!(problems.len(), 1, "{env:?}: {}", out.stderr);
+        assert!(
+            problems[0].starts_with("RAMPART_DATA_KEY: "),
+            "{}",
+            out.stderr
+        );
+        assert!(!dir.path().join("data").exists(), "no key, no database");
+    }
 }

@@ -182,3 +182,48 @@ async fn a_lost_active_key_is_repaired_by_restoring_it_or_by_rotate_not_by_gener
     assert_eq!(jwks["keys"][0]["kid"], new.as_str(), "{jwks}");
     server.stop_with("TERM").await;
 }
+
+/// Contract §9: the JWKS publishes only keys of RAMPART_JWT_ALG. An RS256 key left in an
+/// EdDSA deployment's directory verifies none of its tokens, so it is not offered to other
+/// verifiers either.
+#[tokio::test]
+async fn jwks_publishes_only_keys_of_the_configured_algorithm() {
+    let dir = tempdir();
+    let keys = dir.path().join("k");
+    let d = path_str(&keys);
+    let generate = |alg: &'static str| {
+        let (dir, d) = (dir.path().to_path_buf(), d.clone());
+        async move {
+            let out = run(&dir, &[], &["keys", "generate", "--dir", &d, "--alg", alg]).await;
+            assert!(out.status.success(), "{}", out.stderr);
+            out.stdout.trim().to_owned()
+        }
+    };
+    let ed = generate("EdDSA").await;
+    let rsa = generate("RS256").await;
+    assert_eq!(active(&keys), ed);
+
+    let mut server = Server::start(
+        dir.path(),
+        &[("RAMPART_JWT_KEYS_DIR", &d), ("RAMPART_JWT_ALG", "EdDSA")],
+        &[],
+    )
+    .await;
+    let jwks: serde_json::Value = server
+        .client
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [ed.as_str()], "not {rsa}: {jwks}");
+    assert!(server.stop_with("TERM").await.success());
+}

@@ -57,6 +57,31 @@ async fn first_start_generates_an_rs256_key_and_later_starts_reuse_it() {
     assert!(again.stop_with("INT").await.success());
 }
 
+/// Contract §9: SQLite files are created 0600 (the `-wal` and `-shm` too) and the
+/// directories Rampart creates for them 0700, in every environment: the file holds
+/// password hashes and sealed secrets.
+#[tokio::test]
+async fn sqlite_files_and_their_new_directories_are_private() {
+    let dir = tempdir();
+    let mut server = Server::start(
+        dir.path(),
+        &[
+            ("RAMPART_JWT_ALG", "EdDSA"),
+            ("DATABASE_URL", "sqlite://./db/nested/rampart.db"),
+        ],
+        &[],
+    )
+    .await;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    let db = dir.path().join("db");
+    for file in ["rampart.db", "rampart.db-wal", "rampart.db-shm"] {
+        assert_eq!(mode(db.join("nested").join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode(db.clone()), 0o700);
+    assert_eq!(mode(db.join("nested")), 0o700);
+    assert!(server.stop_with("TERM").await.success());
+}
+
 #[tokio::test]
 async fn sigterm_and_sigint_stop_gracefully() {
     for signal in ["TERM", "INT"] {

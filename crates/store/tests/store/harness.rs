@@ -83,6 +83,25 @@ where
     }
 }
 
+/// Runs `test` on a fresh, migrated PostgreSQL database whose
+/// `default_transaction_isolation` is REPEATABLE READ (as a server or role may be
+/// configured), then removes the database. Skipped like any PostgreSQL test.
+pub async fn run_postgres_repeatable_read<F, Fut>(test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(test_db) = TestDb::create_with(Backend::Postgres, &["repeatable read"]).await else {
+        return;
+    };
+    test_db.db.migrate().await.expect("migrations apply");
+    let outcome = tokio::spawn(test(test_db.db.clone())).await;
+    test_db.destroy().await;
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
 pub struct TestDb {
     pub db: Db,
     place: Place,
@@ -96,6 +115,12 @@ enum Place {
 impl TestDb {
     /// `None` when the backend is not available here (see the module docs).
     pub async fn create(backend: Backend) -> Option<TestDb> {
+        Self::create_with(backend, &[]).await
+    }
+
+    /// `isolation`: on PostgreSQL, at most one `default_transaction_isolation` for the new
+    /// database, set before anything connects to it.
+    async fn create_with(backend: Backend, isolation: &[&str]) -> Option<TestDb> {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -117,6 +142,15 @@ impl TestDb {
                     .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .expect("create test database");
+                for level in isolation {
+                    // Ours too: one of the fixed level names.
+                    admin
+                        .execute(AssertSqlSafe(format!(
+                            "ALTER DATABASE {name} SET default_transaction_isolation = '{level}'"
+                        )))
+                        .await
+                        .expect("set the database's default isolation");
+                }
                 admin.close().await.ok();
                 let mut url = url::Url::parse(&admin_url).expect("TEST_POSTGRES_URL is a URL");
                 url.set_path(&name);

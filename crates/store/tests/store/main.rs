@@ -7,6 +7,7 @@
 mod harness;
 
 mod audit;
+mod isolation;
 mod lockout;
 mod mail;
 mod mfa;

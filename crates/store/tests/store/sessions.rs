@@ -297,7 +297,7 @@ async fn expired_unknown_and_dead_session_tokens_are_invalid(db: Db) {
     );
 }
 
-async fn concurrent_rotations_of_one_token_have_exactly_one_winner(db: Db) {
+pub async fn concurrent_rotations_of_one_token_have_exactly_one_winner(db: Db) {
     const CALLERS: usize = 16;
     let user = create_user(&db, "race@example.org").await;
     let session = login(&db, user.id, "h-race", T0, DAY_MS).await;
@@ -401,7 +401,7 @@ async fn until_blocked(db: &Db) {
 /// The PostgreSQL READ COMMITTED case made deterministic: a rotation that starts while
 /// another transaction holds an uncommitted claim on the same token waits for it, then
 /// acts on its outcome: reuse once it commits, a normal rotation if it rolls back.
-async fn a_rotation_waiting_on_an_uncommitted_claim_sees_its_outcome(db: Db) {
+pub async fn a_rotation_waiting_on_an_uncommitted_claim_sees_its_outcome(db: Db) {
     let user = create_user(&db, "waiter@example.org").await;
     for commit in [true, false] {
         let hash = if commit {
