@@ -5,6 +5,7 @@
 mod harness;
 
 mod authz;
+mod credentials;
 mod identity;
 mod mfa;
 mod pipeline;

@@ -360,8 +360,8 @@ async fn change_password_invalidates_outstanding_tokens(db: Db) {
         T0 + 5,
         &audit,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(resets::peek(&db, "r-mine", T0 + 6).await.unwrap(), None);
     assert_eq!(confirm(&db, "r-mine", T0 + 6).await, None);
     assert_eq!(
