@@ -21,7 +21,7 @@ use rampart_store::purge::{self, DEFAULT_GRACE_MS, PurgePolicy};
 use tokio::task::JoinHandle;
 
 use crate::AppState;
-use crate::services::auth::FIXED_WINDOW_MS;
+use crate::services::credentials::FIXED_WINDOW_MS;
 
 /// The first run waits at most this long (or the interval, if shorter).
 const FIRST_RUN_SPREAD: Duration = Duration::from_secs(60);

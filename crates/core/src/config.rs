@@ -109,6 +109,8 @@ pub struct Config {
     pub password_min_length: usize,
     pub login_max_failures: u32,
     pub lockout_seconds: Duration,
+    /// The longest a growing lock may last (`RAMPART_LOCKOUT_MAX_SECONDS`, contract §4).
+    pub lockout_max_seconds: Duration,
     pub lockout_scope: LockoutScope,
     pub data_key: Option<Redacted<[u8; 32]>>,
     /// Previous data keys, still accepted for decryption during a rotation.
@@ -164,6 +166,7 @@ const KNOWN: &[&str] = &[
     "RAMPART_PASSWORD_MIN_LENGTH",
     "RAMPART_LOGIN_MAX_FAILURES",
     "RAMPART_LOCKOUT_SECONDS",
+    "RAMPART_LOCKOUT_MAX_SECONDS",
     "RAMPART_LOCKOUT_SCOPE",
     "RAMPART_DATA_KEY",
     "RAMPART_DATA_KEYS_OLD",
@@ -519,6 +522,13 @@ impl Config {
         let password_min_length = p.number("RAMPART_PASSWORD_MIN_LENGTH", 12usize, 8, 128);
         let login_max_failures = p.number("RAMPART_LOGIN_MAX_FAILURES", 5u32, 1, 1000);
         let lockout_seconds = p.duration("RAMPART_LOCKOUT_SECONDS", Duration::from_secs(900), DAY);
+        let lockout_max_seconds = p.duration("RAMPART_LOCKOUT_MAX_SECONDS", DAY, 30 * DAY);
+        if lockout_max_seconds < lockout_seconds {
+            p.problem(
+                "RAMPART_LOCKOUT_MAX_SECONDS",
+                "must be at least RAMPART_LOCKOUT_SECONDS",
+            );
+        }
         let lockout_scope = p.parsed(
             "RAMPART_LOCKOUT_SCOPE",
             LockoutScope::Email,
@@ -630,6 +640,7 @@ impl Config {
                 password_min_length,
                 login_max_failures,
                 lockout_seconds,
+                lockout_max_seconds,
                 lockout_scope,
                 data_key,
                 data_keys_old,

@@ -170,6 +170,9 @@ pub struct Credentials {
     /// Soft-deleted accounts cannot log in; they look like wrong credentials.
     pub deleted: bool,
     pub mfa_enabled: bool,
+    /// Moves on with every credential change; a session is made at the epoch that was read
+    /// together with the hash it was checked against (contract §4).
+    pub credential_epoch: i64,
 }
 
 /// A login: what a refresh-token family and every access token issued from it belong to.

@@ -7,8 +7,10 @@
 //! the caller's hashes. Invariants: MFA is on (`mfa_enabled`) exactly when `totp_secret`
 //! is set, and a user has recovery codes only while MFA is on; enabling and disabling
 //! each commit in one transaction with the other sessions' revocation and the audit event
-//! (appended last, after the row locks); so does an administrator's [`reset`], which also
-//! deletes every login challenge of the user. Every single-use decision is one conditional
+//! (appended last, after the row locks), and only at the credential epoch the caller's
+//! password was checked under; so does an administrator's [`reset`], which also deletes
+//! every login challenge of the user. A login challenge is live only while its user is at
+//! the epoch of its password step. Every single-use decision is one conditional
 //! `UPDATE` whose `WHERE` states the condition, so of any number of concurrent callers
 //! exactly one changes the row: a TOTP step is accepted only if it is after
 //! `totp_last_step` (RFC 6238 §5.2: no code is accepted twice), a recovery code or a
@@ -85,9 +87,15 @@ pub async fn pending_secret(db: &Db, user_id: Uuid) -> Result<Option<String>> {
 
 // Compare-and-set on the pending secret the caller verified a code against, so a setup
 // racing this enable cannot swap in a secret whose code was never shown to work.
+// And on the credential epoch the password was checked under, so an enable that checked a
+// password a concurrent change has replaced does not commit.
 const ENABLE_MFA: &str = "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, \
      totp_last_step = $3, mfa_enabled = TRUE, updated_at_ms = $4 \
-     WHERE id = $1 AND totp_pending = $2 AND NOT mfa_enabled AND deleted_at_ms IS NULL";
+     WHERE id = $1 AND totp_pending = $2 AND NOT mfa_enabled AND deleted_at_ms IS NULL \
+       AND credential_epoch = $5";
+
+const SELECT_MFA_STATE: &str =
+    "SELECT mfa_enabled, credential_epoch FROM users WHERE id = $1 AND deleted_at_ms IS NULL";
 
 const DELETE_RECOVERY_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1";
 
@@ -95,12 +103,14 @@ const INSERT_RECOVERY_CODE: &str =
     "INSERT INTO recovery_codes (id, user_id, code_hash) VALUES ($1, $2, $3)";
 
 /// Turns MFA on, in one transaction: only while the user's pending secret still equals
-/// `sealed_secret` (the one a code was just verified against) and MFA is off, moves it to
+/// `sealed_secret` (the one a code was just verified against), the credential epoch is
+/// still `credential_epoch` (the one the password was checked under) and MFA is off, moves it to
 /// `totp_secret`, records `accepted_step` as the last accepted step (the enabling code
 /// cannot be replayed at login), replaces the recovery codes with `recovery_hashes`,
-/// revokes every other live session (reason `mfa_enabled`; `keep_session` stays) and
-/// appends `audit`. Returns the revoked session ids, oldest first.
+/// revokes every other live session (reason `mfa_enabled`; `keep_session` stays, at the new
+/// epoch) and appends `audit`. Returns the revoked session ids, oldest first.
 ///
+/// `Unauthenticated` when the epoch moved on (the caller's session has ended);
 /// `Conflict("MFA is already enabled")`, or `Conflict("MFA setup is no longer pending")`
 /// when the pending secret changed or is gone; `NotFound` for a missing or deleted user.
 /// Nothing is written in any of these cases.
@@ -108,6 +118,7 @@ const INSERT_RECOVERY_CODE: &str =
 pub async fn enable(
     db: &Db,
     user_id: Uuid,
+    credential_epoch: i64,
     sealed_secret: &str,
     accepted_step: i64,
     recovery_hashes: &[String],
@@ -122,23 +133,25 @@ pub async fn enable(
             .bind(sealed_secret)
             .bind(accepted_step)
             .bind(now_ms)
+            .bind(credential_epoch)
             .execute(&mut *conn)
             .await
             .map(|done| done.rows_affected())
     })
     .db_context("enabling MFA")?;
     if updated == 0 {
-        let enabled: Option<bool> = with_tx!(&mut tx, conn => {
-            sqlx::query_scalar(SELECT_MFA_ENABLED)
+        let state: Option<(bool, i64)> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(SELECT_MFA_STATE)
                 .bind(DbUuid(user_id))
                 .fetch_optional(&mut *conn)
                 .await
         })
         .db_context("reading a user's MFA state")?;
         tx.rollback().await?;
-        return Err(match enabled {
-            Some(true) => Error::Conflict("MFA is already enabled".to_owned()),
-            Some(false) => Error::Conflict("MFA setup is no longer pending".to_owned()),
+        return Err(match state {
+            Some((_, epoch)) if epoch != credential_epoch => Error::Unauthenticated,
+            Some((true, _)) => Error::Conflict("MFA is already enabled".to_owned()),
+            Some((false, _)) => Error::Conflict("MFA setup is no longer pending".to_owned()),
             None => Error::NotFound,
         });
     }
@@ -176,21 +189,24 @@ async fn delete_recovery_codes_in(tx: &mut Tx, user_id: Uuid) -> Result<()> {
 
 const DISABLE_MFA: &str = "UPDATE users SET totp_secret = NULL, totp_pending = NULL, \
      totp_last_step = NULL, mfa_enabled = FALSE, updated_at_ms = $2 \
-     WHERE id = $1 AND mfa_enabled AND deleted_at_ms IS NULL";
+     WHERE id = $1 AND mfa_enabled AND deleted_at_ms IS NULL AND credential_epoch = $3";
 
 // A login waiting for its second factor cannot complete once there is none.
 const END_USER_CHALLENGES: &str = "UPDATE mfa_challenges SET used_at_ms = $2 \
      WHERE user_id = $1 AND used_at_ms IS NULL";
 
-/// Turns MFA off, in one transaction: clears the secret, any pending secret and the last
-/// step, deletes the recovery codes, ends the user's outstanding login challenges,
-/// revokes every other live session (reason `mfa_disabled`; `keep_session` stays) and
-/// appends `audit`. Returns the revoked session ids, oldest first.
-/// `Conflict("MFA is not enabled")` when it is off (a concurrent disable won), `NotFound`
-/// for a missing or deleted user; nothing is written in either case.
+/// Turns MFA off, in one transaction, only while the credential epoch is still
+/// `credential_epoch` (the one the password was checked under): clears the secret, any
+/// pending secret and the last step, deletes the recovery codes, ends the user's
+/// outstanding login challenges, revokes every other live session (reason `mfa_disabled`;
+/// `keep_session` stays, at the new epoch) and appends `audit`. Returns the revoked session
+/// ids, oldest first. `Unauthenticated` when the epoch moved on, `Conflict("MFA is not
+/// enabled")` when it is off (a concurrent disable won), `NotFound` for a missing or
+/// deleted user; nothing is written in these cases.
 pub async fn disable(
     db: &Db,
     user_id: Uuid,
+    credential_epoch: i64,
     keep_session: Uuid,
     now_ms: i64,
     audit: &NewAuditEvent,
@@ -200,21 +216,23 @@ pub async fn disable(
         sqlx::query(DISABLE_MFA)
             .bind(DbUuid(user_id))
             .bind(now_ms)
+            .bind(credential_epoch)
             .execute(&mut *conn)
             .await
             .map(|done| done.rows_affected())
     })
     .db_context("disabling MFA")?;
     if updated == 0 {
-        let enabled: Option<bool> = with_tx!(&mut tx, conn => {
-            sqlx::query_scalar(SELECT_MFA_ENABLED)
+        let state: Option<(bool, i64)> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(SELECT_MFA_STATE)
                 .bind(DbUuid(user_id))
                 .fetch_optional(&mut *conn)
                 .await
         })
         .db_context("reading a user's MFA state")?;
         tx.rollback().await?;
-        return Err(match enabled {
+        return Err(match state {
+            Some((_, epoch)) if epoch != credential_epoch => Error::Unauthenticated,
             Some(_) => Error::Conflict("MFA is not enabled".to_owned()),
             None => Error::NotFound,
         });
@@ -439,17 +457,24 @@ pub struct Challenge {
     pub user_id: Uuid,
     /// Wrong codes presented so far.
     pub failures: i64,
+    /// The user's credential epoch when the password step checked the password: the session
+    /// the challenge leads to is made at this epoch, or not at all.
+    pub credential_epoch: i64,
 }
 
 const INSERT_CHALLENGE: &str = "INSERT INTO mfa_challenges \
-     (id, user_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)";
+     (id, user_id, token_hash, created_at_ms, expires_at_ms, credential_epoch) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Stores a challenge for `user_id` whose token hashes to `token_hash` (the token itself
-/// is never stored), valid until `expires_at_ms`.
+/// is never stored), valid until `expires_at_ms` and while the user's credential epoch is
+/// `credential_epoch` (read before the password was checked).
+#[allow(clippy::too_many_arguments)]
 pub async fn create_challenge(
     db: &Db,
     id: Uuid,
     user_id: Uuid,
+    credential_epoch: i64,
     token_hash: &str,
     now_ms: i64,
     expires_at_ms: i64,
@@ -461,6 +486,7 @@ pub async fn create_challenge(
             .bind(token_hash)
             .bind(now_ms)
             .bind(expires_at_ms)
+            .bind(credential_epoch)
             .execute(pool)
             .await
             .map(|done| done.rows_affected())
@@ -474,13 +500,18 @@ struct ChallengeRow {
     id: DbUuid,
     user_id: DbUuid,
     failures: i64,
+    credential_epoch: i64,
 }
 
-const SELECT_LIVE_CHALLENGE: &str = "SELECT id, user_id, failures FROM mfa_challenges \
-     WHERE token_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 AND failures < $3";
+const SELECT_LIVE_CHALLENGE: &str = "SELECT c.id, c.user_id, c.failures, c.credential_epoch \
+     FROM mfa_challenges c JOIN users u ON u.id = c.user_id \
+     WHERE c.token_hash = $1 AND c.used_at_ms IS NULL AND c.expires_at_ms > $2 \
+       AND c.failures < $3 AND u.credential_epoch = c.credential_epoch";
 
 /// The challenge whose token hashes to `token_hash` while it is unused, unexpired
-/// (`expires_at_ms > now_ms`) and has fewer than `max_failures` wrong codes; else `None`.
+/// (`expires_at_ms > now_ms`), has fewer than `max_failures` wrong codes and its user is
+/// still at the challenge's credential epoch (a credential change kills pending
+/// challenges); else `None`.
 pub async fn live_challenge(
     db: &Db,
     token_hash: &str,
@@ -500,6 +531,7 @@ pub async fn live_challenge(
         id: row.id.into(),
         user_id: row.user_id.into(),
         failures: row.failures,
+        credential_epoch: row.credential_epoch,
     }))
 }
 

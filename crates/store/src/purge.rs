@@ -41,14 +41,16 @@
 //!   and a missing row reads exactly like a dead one. The grace also covers the one path
 //!   that updates a challenge without re-checking it (`challenge_failed`, right after
 //!   `live_challenge` in the same request): that row cannot vanish in between.
-//! - **Lockout rows that are not locked (`locked_until_ms IS NULL OR <= cutoff`) and whose
-//!   window started at or before `cutoff − lockout_window_ms`**, where the caller passes
-//!   the longest window any key uses (`max(RAMPART_LOCKOUT_SECONDS, 1 h)`: login keys use
-//!   the lockout seconds, the per-email ceiling and the `reset|…` throttle one hour). For
-//!   such a row `locked_until` answers `None`, and `record_failure` takes its restart
-//!   branch (the lock has expired or the window has) and writes failures 1 (or locks, when
-//!   one failure is the maximum) with a window starting now: exactly what it writes when
-//!   no row exists. Deleting it is the counter restarting, which it was going to do anyway.
+//! - **Lockout rows that are not locked (`locked_until_ms IS NULL OR <= cutoff`), whose
+//!   window started at or before `cutoff − lockout_window_ms`, and whose last lock (if any)
+//!   ended at or before `cutoff − lockout::STREAK_RESET_MS`**, where the caller passes the
+//!   longest window any key uses (`max(RAMPART_LOCKOUT_SECONDS, 1 h)`: login keys use the
+//!   lockout seconds, the per-email ceiling and the `reset|…` counter one hour). For such a
+//!   row `reserve` and `count` take their restart branch (the window or the lock has
+//!   expired) and write a count of 1 in a window starting now, and the next lock starts a
+//!   new streak (the last one ended over 24 hours ago): exactly what happens when no row
+//!   exists. Deleting it is the counter restarting, which it was going to do anyway. A
+//!   lock in force, or one whose streak still counts, is kept.
 //!
 //! Safe with N instances and concurrent requests: on PostgreSQL one runner at a time holds
 //! the session-level advisory lock [`PURGE_LOCK_KEY`] on one dedicated pooled connection
@@ -146,13 +148,15 @@ const DELETE_ENDED_RESETS: &str = "DELETE FROM password_resets \
                   WHERE expires_at_ms <= $1 OR used_at_ms <= $1 LIMIT $2) \
        AND (expires_at_ms <= $1 OR used_at_ms <= $1)";
 
-// $1 cutoff, $2 window-started-before.
+// $1 cutoff, $2 window-started-before, $3 streak-ended-before.
 const DELETE_STALE_LOCKOUTS: &str = "DELETE FROM lockouts \
      WHERE key IN (SELECT key FROM lockouts \
                    WHERE (locked_until_ms IS NULL OR locked_until_ms <= $1) \
-                     AND window_started_at_ms <= $2 LIMIT $3) \
+                     AND window_started_at_ms <= $2 \
+                     AND (last_lock_until_ms IS NULL OR last_lock_until_ms <= $3) LIMIT $4) \
        AND (locked_until_ms IS NULL OR locked_until_ms <= $1) \
-       AND window_started_at_ms <= $2";
+       AND window_started_at_ms <= $2 \
+       AND (last_lock_until_ms IS NULL OR last_lock_until_ms <= $3)";
 
 /// Deletes what the rules of the module docs allow at `now_ms` under `policy`, in batches.
 /// `Ok(None)`, with nothing deleted, when another runner holds the PostgreSQL purge lock.
@@ -241,6 +245,7 @@ async fn purge_on(conn: &mut Conn<'_>, now_ms: i64, policy: &PurgePolicy) -> Res
     let cutoff = now_ms.saturating_sub(policy.grace_ms.max(0));
     let revoked_before = cutoff.saturating_sub(policy.ended_session_retention_ms.max(0));
     let window_started_before = cutoff.saturating_sub(policy.lockout_window_ms.max(0));
+    let streak_ended_before = cutoff.saturating_sub(crate::lockout::STREAK_RESET_MS);
 
     let mut counts = PurgeCounts::default();
     counts.refresh_tokens += delete_in_batches(
@@ -281,7 +286,7 @@ async fn purge_on(conn: &mut Conn<'_>, now_ms: i64, policy: &PurgePolicy) -> Res
     counts.lockouts = delete_in_batches(
         conn,
         DELETE_STALE_LOCKOUTS,
-        &[cutoff, window_started_before],
+        &[cutoff, window_started_before, streak_ended_before],
         "purging lockout counters",
     )
     .await?;

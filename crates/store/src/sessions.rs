@@ -1,12 +1,21 @@
 //! The `sessions` and `refresh_tokens` tables: logins and their refresh-token families,
 //! with one-time refresh tokens and reuse detection (RFC 9700 §4.14.2).
 //!
-//! A session is *live* while it is not revoked and `expires_at_ms > now` (its hard end,
-//! login + maximum age, which no refresh extends). Refresh tokens are stored only as the
-//! SHA-256 (hex) of the token; each works once, until its own `expires_at_ms`, and only
-//! while its session is live and the session's user is active and not deleted; so
-//! revoking a session kills every token of its family at once, and a token's lifetime is
-//! capped at its session's end.
+//! A session is *live* while it is not revoked, `expires_at_ms > now` (its hard end,
+//! login + maximum age, which no refresh extends), its user is active and not deleted, and
+//! its `credential_epoch` equals its user's (contract §4: sessions are bound to the
+//! credentials they were made with). Refresh tokens are stored only as the SHA-256 (hex) of
+//! the token; each works once, until its own `expires_at_ms`, and only while its session is
+//! live; so revoking a session kills every token of its family at once, and a token's
+//! lifetime is capped at its session's end.
+//!
+//! Credential epoch: every path that ends all of a user's sessions goes through
+//! [`revoke_all_in`], which first bumps `users.credential_epoch` (a row lock on PostgreSQL),
+//! then revokes, then carries the one kept session (if any) over to the new epoch. A new
+//! session is created by [`create`] only if, re-read under a lock on the user row inside its
+//! own transaction, the user is usable and its epoch still is the one the caller read
+//! before checking the password or code; so a login that checked the old credentials and
+//! finishes after a change never yields a live session, in whichever order they commit.
 //!
 //! Rotation is decided by one conditional `UPDATE … WHERE used_at_ms IS NULL`: of any
 //! number of concurrent presentations of one token exactly one changes the row and wins.
@@ -26,7 +35,7 @@ use uuid::Uuid;
 
 use crate::error::DbResultExt;
 use crate::types::DbUuid;
-use crate::{Db, Tx};
+use crate::{Backend, Db, Tx};
 
 /// `revoked_reason` of sessions this crate revokes by itself.
 pub const PASSWORD_CHANGED: &str = "password_changed";
@@ -38,6 +47,8 @@ pub const REFRESH_REUSE: &str = "refresh_reuse";
 pub struct NewSession {
     pub id: Uuid,
     pub user_id: Uuid,
+    /// The user's `credential_epoch` read *before* the credentials were checked.
+    pub credential_epoch: i64,
     pub now_ms: i64,
     pub expires_at_ms: i64,
     pub ip_address: Option<String>,
@@ -96,23 +107,50 @@ impl From<SessionRow> for Session {
 }
 
 const INSERT_SESSION: &str = "INSERT INTO sessions \
-     (id, user_id, created_at_ms, last_used_at_ms, expires_at_ms, ip_address, user_agent) \
-     VALUES ($1, $2, $3, $3, $4, $5, $6)";
+     (id, user_id, created_at_ms, last_used_at_ms, expires_at_ms, ip_address, user_agent, \
+      credential_epoch) \
+     VALUES ($1, $2, $3, $3, $4, $5, $6, $7)";
 
 const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
      (id, session_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)";
 
+// The user row, locked against a concurrent credential change until this transaction ends:
+// `revoke_all_in`'s epoch bump waits for it, or this waits for the bump and reads its result.
+// SQLite needs no lock clause: its transactions run one at a time (`BEGIN IMMEDIATE`).
+const SQLITE_LOCK_USABLE_EPOCH: &str = "SELECT credential_epoch FROM users \
+     WHERE id = $1 AND status = 'active' AND deleted_at_ms IS NULL";
+const POSTGRES_LOCK_USABLE_EPOCH: &str = "SELECT credential_epoch FROM users \
+     WHERE id = $1 AND status = 'active' AND deleted_at_ms IS NULL FOR SHARE";
+
 /// A successful login: stores `session` and its first refresh token (expiry capped at the
-/// session's end), deletes the lockout row of `clear_lockout_key` (a successful login
-/// resets the counter) and appends `audit` (`auth.login_succeeded`), in one transaction.
+/// session's end), resets the lockout counter of `clear_lockout_key` (unless a lock is in
+/// force: see `lockout`) and appends `audit` (`auth.login_succeeded`), in one transaction,
+/// but only if the user is still active, not deleted, and at `session.credential_epoch`
+/// (checked under a lock on the user row). `None`, with nothing written, otherwise: the
+/// credentials that were checked are no longer the user's.
 pub async fn create(
     db: &Db,
     session: &NewSession,
     refresh: &NewRefreshToken,
     clear_lockout_key: Option<&str>,
     audit: &NewAuditEvent,
-) -> Result<Session> {
+) -> Result<Option<Session>> {
     let mut tx = db.begin().await?;
+    let lock_sql = match tx.backend() {
+        Backend::Sqlite => SQLITE_LOCK_USABLE_EPOCH,
+        Backend::Postgres => POSTGRES_LOCK_USABLE_EPOCH,
+    };
+    let epoch: Option<i64> = with_tx!(&mut tx, conn => {
+        sqlx::query_scalar(lock_sql)
+            .bind(DbUuid(session.user_id))
+            .fetch_optional(&mut *conn)
+            .await
+    })
+    .db_context("reading a user's credential epoch")?;
+    if epoch != Some(session.credential_epoch) {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     with_tx!(&mut tx, conn => {
         sqlx::query(INSERT_SESSION)
             .bind(DbUuid(session.id))
@@ -121,6 +159,7 @@ pub async fn create(
             .bind(session.expires_at_ms)
             .bind(&session.ip_address)
             .bind(&session.user_agent)
+            .bind(session.credential_epoch)
             .execute(&mut *conn)
             .await
             .map(|done| done.rows_affected())
@@ -135,11 +174,11 @@ pub async fn create(
     )
     .await?;
     if let Some(key) = clear_lockout_key {
-        crate::lockout::clear_in(&mut tx, key).await?;
+        crate::lockout::succeeded_in(&mut tx, key, session.now_ms).await?;
     }
     crate::audit::append(&mut tx, audit, session.now_ms).await?;
     tx.commit().await?;
-    Ok(Session {
+    Ok(Some(Session {
         id: session.id,
         user_id: session.user_id,
         created_at_ms: session.now_ms,
@@ -147,7 +186,7 @@ pub async fn create(
         expires_at_ms: session.expires_at_ms,
         ip_address: session.ip_address.clone(),
         user_agent: session.user_agent.clone(),
-    })
+    }))
 }
 
 /// Stores `token` for `session_id`, its expiry capped at `session_expires_at_ms`, and
@@ -180,13 +219,15 @@ const CLAIM_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET used_at_ms = $2 \
      WHERE token_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 \
      RETURNING session_id";
 
-// Checks the session is live and its user usable, and records the use, in one statement:
-// on PostgreSQL the row lock it takes means a concurrent revocation either commits first
-// (and this matches nothing) or waits for this transaction.
+// Checks the session is live (its user usable, at the session's credential epoch) and
+// records the use, in one statement: on PostgreSQL the row lock it takes means a
+// concurrent revocation either commits first (and this matches nothing) or waits for this
+// transaction; a session left at an older epoch is dead whatever the order.
 const TOUCH_LIVE_SESSION: &str = "UPDATE sessions SET last_used_at_ms = $2 \
      WHERE id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2 \
        AND EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id \
-                   AND u.status = 'active' AND u.deleted_at_ms IS NULL) \
+                   AND u.status = 'active' AND u.deleted_at_ms IS NULL \
+                   AND u.credential_epoch = sessions.credential_epoch) \
      RETURNING id, user_id, created_at_ms, last_used_at_ms, expires_at_ms, ip_address, \
                user_agent";
 
@@ -290,8 +331,11 @@ pub async fn rotate(
 const SELECT_LIVE_BY_REFRESH: &str = "SELECT s.id, s.user_id, s.created_at_ms, \
      s.last_used_at_ms, s.expires_at_ms, s.ip_address, s.user_agent \
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+     JOIN users u ON u.id = s.user_id \
      WHERE t.token_hash = $1 AND t.used_at_ms IS NULL AND t.expires_at_ms > $2 \
-       AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2";
+       AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2 \
+       AND u.status = 'active' AND u.deleted_at_ms IS NULL \
+       AND u.credential_epoch = s.credential_epoch";
 
 /// The live session of the unused, unexpired refresh token whose hash is `token_hash`
 /// (logout by cookie); `None` otherwise. Reads only: a used token is not reuse here.
@@ -348,9 +392,10 @@ pub async fn revoke(
     Ok(true)
 }
 
-/// Revokes every live session of `user_id` except `except`, appending `audit` (when given)
-/// in the same transaction if at least one was revoked. Returns the revoked ids, oldest
-/// first (empty, with nothing written, when there were none).
+/// Revokes every live session of `user_id` except `except`, through [`revoke_all_in`] (so
+/// the user's credential epoch moves on, and logins in flight cannot finish), appending
+/// `audit` (when given) in the same transaction if at least one was revoked. Returns the
+/// revoked ids, oldest first.
 pub async fn revoke_all(
     db: &Db,
     user_id: Uuid,
@@ -361,16 +406,17 @@ pub async fn revoke_all(
 ) -> Result<Vec<Uuid>> {
     let mut tx = db.begin().await?;
     let revoked = revoke_all_in(&mut tx, user_id, except, reason, now_ms).await?;
-    if revoked.is_empty() {
-        tx.rollback().await?;
-        return Ok(revoked);
-    }
-    if let Some(event) = audit {
+    if !revoked.is_empty()
+        && let Some(event) = audit
+    {
         crate::audit::append(&mut tx, event, now_ms).await?;
     }
     tx.commit().await?;
     Ok(revoked)
 }
+
+const BUMP_CREDENTIAL_EPOCH: &str = "UPDATE users SET credential_epoch = credential_epoch + 1 \
+     WHERE id = $1 RETURNING credential_epoch";
 
 // sqlx sends each parameter's type, so PostgreSQL needs no cast for `$2 IS NULL`.
 const REVOKE_USER_SESSIONS: &str = "UPDATE sessions SET revoked_at_ms = $3, revoked_reason = $4 \
@@ -378,7 +424,19 @@ const REVOKE_USER_SESSIONS: &str = "UPDATE sessions SET revoked_at_ms = $3, revo
        AND revoked_at_ms IS NULL AND expires_at_ms > $3 \
      RETURNING id";
 
-/// [`revoke_all`] inside the caller's transaction, without an audit event.
+// Only a session that was live at the old epoch is carried over to the new one.
+const CARRY_SESSION_OVER: &str = "UPDATE sessions SET credential_epoch = $3 \
+     WHERE id = $1 AND user_id = $2 AND credential_epoch = $3 - 1 \
+       AND revoked_at_ms IS NULL AND expires_at_ms > $4";
+
+/// Ends every session of `user_id` but `except`, inside the caller's transaction, without
+/// an audit event: first bumps the user's `credential_epoch` (on PostgreSQL this row lock
+/// orders the change against [`create`], which locks the same row), which kills every
+/// session and MFA challenge made at the old epoch, including those of logins still in
+/// flight; then marks the live sessions revoked with `reason`; then moves `except`, if it
+/// was live at the old epoch, to the new one. Every credential change (password change and
+/// reset, MFA enable and disable, disable, delete, logout-all) ends sessions through here.
+/// Returns the revoked ids, oldest first.
 pub(crate) async fn revoke_all_in(
     tx: &mut Tx,
     user_id: Uuid,
@@ -386,6 +444,13 @@ pub(crate) async fn revoke_all_in(
     reason: &str,
     now_ms: i64,
 ) -> Result<Vec<Uuid>> {
+    let epoch: Option<i64> = with_tx!(tx, conn => {
+        sqlx::query_scalar(BUMP_CREDENTIAL_EPOCH)
+            .bind(DbUuid(user_id))
+            .fetch_optional(&mut *conn)
+            .await
+    })
+    .db_context("bumping a credential epoch")?;
     let ids: Vec<DbUuid> = with_tx!(tx, conn => {
         sqlx::query_scalar(REVOKE_USER_SESSIONS)
             .bind(DbUuid(user_id))
@@ -396,6 +461,19 @@ pub(crate) async fn revoke_all_in(
             .await
     })
     .db_context("revoking the sessions of a user")?;
+    if let (Some(kept), Some(epoch)) = (except, epoch) {
+        with_tx!(tx, conn => {
+            sqlx::query(CARRY_SESSION_OVER)
+                .bind(DbUuid(kept))
+                .bind(DbUuid(user_id))
+                .bind(epoch)
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .db_context("keeping a session")?;
+    }
     // RETURNING has no order; UUIDv7 ids sort by creation.
     let mut ids: Vec<Uuid> = ids.into_iter().map(Uuid::from).collect();
     ids.sort_unstable();
@@ -422,10 +500,12 @@ pub async fn list_live(db: &Db, user_id: Uuid, now_ms: i64) -> Result<Vec<Sessio
 
 const SELECT_LIVE_USER: &str = "SELECT s.user_id FROM sessions s JOIN users u ON u.id = s.user_id \
      WHERE s.id = $1 AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2 \
-       AND u.status = 'active' AND u.deleted_at_ms IS NULL";
+       AND u.status = 'active' AND u.deleted_at_ms IS NULL \
+       AND u.credential_epoch = s.credential_epoch";
 
-/// The user of `session_id` while the session is live and the user active and not deleted
-/// (what an access token's `sid` must still satisfy); `None` otherwise.
+/// The user of `session_id` while the session is live (not revoked, not expired, its user
+/// active, not deleted and at the session's credential epoch: what an access token's `sid`
+/// must still satisfy); `None` otherwise.
 pub async fn live_user(db: &Db, session_id: Uuid, now_ms: i64) -> Result<Option<Uuid>> {
     let user: Option<DbUuid> = with_pool!(db, pool => {
         sqlx::query_scalar(SELECT_LIVE_USER)

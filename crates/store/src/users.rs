@@ -6,9 +6,10 @@
 //! invisible to [`get`] and every session lookup, and is still returned by
 //! [`find_credentials`] (flagged) so that login can answer it like a wrong password. A new
 //! user is `active` with the single role `user`. Every change commits in one transaction
-//! with its audit event; a password change ends every live session of the user, and
-//! invalidates the user's password-reset tokens, in that same transaction. The
-//! `rampart admin create` bootstrap never promotes an account by its email alone:
+//! with its audit event; a password change is compare-and-set on the hash that was
+//! verified, ends every live session of the user (moving its credential epoch on, see
+//! `sessions`), and invalidates the user's password-reset tokens, in that same transaction.
+//! The `rampart admin create` bootstrap never promotes an account by its email alone:
 //! [`create_admin`] only inserts, and [`promote_to_admin`] needs the password hash its
 //! caller verified to still be in place. Role names
 //! match `[a-z][a-z0-9_-]*` (a CHECK in migration 0002), so the user view aggregates them
@@ -141,13 +142,15 @@ struct CredentialsRow {
     status: String,
     mfa_enabled: bool,
     deleted_at_ms: Option<i64>,
+    credential_epoch: i64,
 }
 
-const SELECT_CREDENTIALS: &str = "SELECT id, password_hash, status, mfa_enabled, deleted_at_ms \
-     FROM users WHERE email_normalized = $1";
+const SELECT_CREDENTIALS: &str = "SELECT id, password_hash, status, mfa_enabled, deleted_at_ms, \
+     credential_epoch FROM users WHERE email_normalized = $1";
 
 /// What login checks a password against, for deleted and disabled users too (flagged), so
 /// the caller can spend the same work and give the same answer as for a wrong password.
+/// The credential epoch comes in the same read as the hash: pass it to `sessions::create`.
 pub async fn find_credentials(db: &Db, email_normalized: &str) -> Result<Option<Credentials>> {
     let row: Option<CredentialsRow> = with_pool!(db, pool => {
         sqlx::query_as(SELECT_CREDENTIALS)
@@ -156,18 +159,49 @@ pub async fn find_credentials(db: &Db, email_normalized: &str) -> Result<Option<
             .await
     })
     .db_context("reading credentials")?;
-    row.map(|row| {
-        let status = UserStatus::parse(&row.status)
-            .ok_or_else(|| anyhow::anyhow!("user {} has an unknown status", row.id.0))?;
-        Ok(Credentials {
-            user_id: row.id.into(),
-            password_hash: Redacted(row.password_hash),
-            status,
-            deleted: row.deleted_at_ms.is_some(),
-            mfa_enabled: row.mfa_enabled,
-        })
+    row.map(credentials_from_row).transpose()
+}
+
+const SELECT_CREDENTIALS_FOR_SESSION: &str = "SELECT u.id, u.password_hash, u.status, \
+     u.mfa_enabled, u.deleted_at_ms, u.credential_epoch \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $3 \
+       AND u.status = 'active' AND u.deleted_at_ms IS NULL \
+       AND u.credential_epoch = s.credential_epoch";
+
+/// The credentials of `user_id` read through its session `session_id`, only while that
+/// session is live (as `sessions::live_user` defines it); `None` otherwise. What a route
+/// that re-asks for the password checks it against: the epoch read here is the one the
+/// change must still find.
+pub async fn credentials_for_session(
+    db: &Db,
+    user_id: Uuid,
+    session_id: Uuid,
+    now_ms: i64,
+) -> Result<Option<Credentials>> {
+    let row: Option<CredentialsRow> = with_pool!(db, pool => {
+        sqlx::query_as(SELECT_CREDENTIALS_FOR_SESSION)
+            .bind(DbUuid(session_id))
+            .bind(DbUuid(user_id))
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await
     })
-    .transpose()
+    .db_context("reading credentials")?;
+    row.map(credentials_from_row).transpose()
+}
+
+fn credentials_from_row(row: CredentialsRow) -> Result<Credentials> {
+    let status = UserStatus::parse(&row.status)
+        .ok_or_else(|| anyhow::anyhow!("user {} has an unknown status", row.id.0))?;
+    Ok(Credentials {
+        user_id: row.id.into(),
+        password_hash: Redacted(row.password_hash),
+        status,
+        deleted: row.deleted_at_ms.is_some(),
+        mfa_enabled: row.mfa_enabled,
+        credential_epoch: row.credential_epoch,
+    })
 }
 
 // The user view. The dialects differ only in the aggregate: SQLite's `group_concat` (SQLite
@@ -218,18 +252,21 @@ const SQLITE_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_na
       WHERE ur.user_id = u.id) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
      WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at_ms IS NULL \
-       AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL";
+       AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL \
+       AND u.credential_epoch = s.credential_epoch";
 const POSTGRES_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_name, \
      u.status, u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
      (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
      WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at_ms IS NULL \
-       AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL";
+       AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL \
+       AND u.credential_epoch = s.credential_epoch";
 
 /// The user view of `user_id` in one round trip, only while `session_id` is live (it
-/// belongs to the user, is not revoked, `expires_at_ms > now_ms`) and the user is active
-/// and not deleted; `None` otherwise, whichever condition failed.
+/// belongs to the user, is not revoked, `expires_at_ms > now_ms`, and is at the user's
+/// credential epoch) and the user is active and not deleted; `None` otherwise, whichever
+/// condition failed.
 pub async fn get_for_session(
     db: &Db,
     user_id: Uuid,
@@ -292,7 +329,8 @@ const REHASH_PASSWORD: &str = "UPDATE users SET password_hash = $3 \
 /// Replaces `current_hash` (the hash the password was just verified against) with
 /// `new_hash`, the same password under current parameters. Writes nothing when the stored
 /// hash is no longer `current_hash` (the password changed meanwhile) or the user is gone.
-/// Not audited and `updated_at_ms` is left alone: nothing the user can see changed.
+/// Not audited, `updated_at_ms` is left alone and the credential epoch does not move: the
+/// password is the same, so no session needs to end.
 pub async fn set_password_hash(
     db: &Db,
     id: Uuid,
@@ -312,16 +350,22 @@ pub async fn set_password_hash(
     Ok(())
 }
 
+// Compare-and-set on the hash the current password was verified against: of concurrent
+// changes that presented the same current password, exactly one matches.
 const UPDATE_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2, updated_at_ms = $3 \
-     WHERE id = $1 AND deleted_at_ms IS NULL";
+     WHERE id = $1 AND password_hash = $4 AND deleted_at_ms IS NULL";
 
-/// Sets a new password hash, revokes every live session of the user (reason
-/// `password_changed`, the current one included), marks the user's outstanding
+/// Replaces `verified_hash` (the hash the current password was just verified against) with
+/// `new_hash`, revokes every live session of the user (reason `password_changed`, the
+/// current one included, and the credential epoch moves on), marks the user's outstanding
 /// password-reset tokens used and appends `audit`, in one transaction. Returns the revoked
-/// session ids, oldest first; `NotFound` when the user is missing or deleted.
+/// session ids, oldest first. `ReauthenticationFailed`, with nothing written, when the
+/// stored hash is no longer `verified_hash` (a concurrent change won) or the user is
+/// missing or deleted.
 pub async fn change_password(
     db: &Db,
     id: Uuid,
+    verified_hash: &str,
     new_hash: &str,
     now_ms: i64,
     audit: &NewAuditEvent,
@@ -332,13 +376,15 @@ pub async fn change_password(
             .bind(DbUuid(id))
             .bind(new_hash)
             .bind(now_ms)
+            .bind(verified_hash)
             .execute(&mut *conn)
             .await
             .map(|done| done.rows_affected())
     })
     .db_context("changing a password")?;
     if updated == 0 {
-        return Err(Error::NotFound);
+        tx.rollback().await?;
+        return Err(Error::ReauthenticationFailed);
     }
     let revoked = sessions::revoke_all_in(&mut tx, id, None, PASSWORD_CHANGED, now_ms).await?;
     crate::resets::invalidate_all_in(&mut tx, id, now_ms).await?;

@@ -24,6 +24,7 @@ use crate::routing::{Policy, RouteLimit, route, route_limited};
 use crate::services::auth as service;
 use crate::services::meta::RequestMeta;
 use crate::services::mfa as mfa_service;
+use crate::services::password_reset as reset_service;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -355,7 +356,10 @@ pub struct MfaSetupResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MfaEnableRequest {
+    /// The current code of the secret from `/mfa/totp/setup`.
     code: String,
+    /// The account's password: a stolen access token alone cannot enable MFA.
+    password: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -423,10 +427,13 @@ async fn mfa_setup(
     }))
 }
 
-/// Turn TOTP on with a current code; returns the recovery codes once. Ends every other session.
+/// Turn TOTP on with the password and a current code; returns the recovery codes once. Ends every other session.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/enable", tag = "auth", request_body = MfaEnableRequest,
     responses((status = 200, body = RecoveryCodesResponse), (status = 400, description = "Wrong code"),
-        (status = 401, description = "Unauthenticated"), (status = 409, description = "MFA is already enabled")),
+        (status = 401, description = "Unauthenticated"),
+        (status = 403, description = "Wrong password (reauthentication_failed)"),
+        (status = 409, description = "MFA is already enabled"),
+        (status = 429, description = "Account locked out")),
     security(("bearer" = [])))]
 async fn mfa_enable(
     State(state): State<AppState>,
@@ -434,7 +441,7 @@ async fn mfa_enable(
     user: AuthUser,
     ApiJson(req): ApiJson<MfaEnableRequest>,
 ) -> Result<axum::Json<RecoveryCodesResponse>, ApiError> {
-    let recovery_codes = mfa_service::enable(&state, &meta, user, &req.code).await?;
+    let recovery_codes = mfa_service::enable(&state, &meta, user, req.password, &req.code).await?;
     Ok(axum::Json(RecoveryCodesResponse { recovery_codes }))
 }
 
@@ -465,7 +472,7 @@ async fn reset_request(
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<Response, ApiError> {
     check_email_length(&req.email, "email").map_err(|e| Error::Validation(vec![e]))?;
-    mfa_service::request_reset(&state, &meta, &req.email);
+    reset_service::request_reset(&state, &meta, &req.email);
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(ResetAccepted { status: "accepted" }),
@@ -483,6 +490,6 @@ async fn reset_confirm(
     meta: RequestMeta,
     ApiJson(req): ApiJson<ResetConfirmRequest>,
 ) -> Result<StatusCode, ApiError> {
-    mfa_service::confirm_reset(&state, &meta, &req.token, req.new_password).await?;
+    reset_service::confirm_reset(&state, &meta, &req.token, req.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,129 +7,28 @@
 //!   Disabled and deleted accounts answer the same way.
 //! - Lockout is kept per normalised email whether or not an account exists (or per
 //!   email + client IP with `RAMPART_LOCKOUT_SCOPE=email_ip`, plus a per-email ceiling of
-//!   100 failures an hour). It blocks new logins only; existing sessions are untouched.
+//!   100 attempts an hour), reserved before the password is checked
+//!   (`services::credentials`). It blocks new logins only; existing sessions are untouched.
+//! - A login's session is made at the credential epoch read with the hash it checked; a
+//!   password change is compare-and-set on the verified hash and moves the epoch on, so no
+//!   token of a request that checked the old password works once the change is answered.
 //! - Refresh tokens rotate on every use; a rotated token presented again ends its whole
 //!   session (RFC 9700 §4.14.2); the store decides the winner of concurrent rotations.
 //! - Ending sessions evicts them from this instance's liveness cache in the same request.
 
-use std::time::Duration;
-
 use rampart_core::audit::Outcome;
-use rampart_core::tokens::{self, IssuedToken};
-use rampart_core::users::{DisplayName, Email, User, normalize_email};
+use rampart_core::tokens;
+use rampart_core::users::{DisplayName, Email, User};
 use rampart_core::{Error, FieldError, Result};
-use rampart_store::lockout::{self, LockoutPolicy};
-use rampart_store::sessions::{self, NewRefreshToken, NewSession, Rotation};
+use rampart_store::sessions::{self, NewRefreshToken, Rotation};
 use rampart_store::users::{self, NewUser};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
+pub use crate::services::credentials::LoginOutcome;
+use crate::services::credentials::{self, ms};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
-
-/// A new or refreshed login: what the response body and the refresh cookie carry.
-pub struct LoginOutcome {
-    pub user: User,
-    pub access: IssuedToken,
-    pub refresh_token: String,
-    pub refresh_max_age_secs: i64,
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn retry_after(until_ms: i64, now_ms: i64) -> Error {
-    let left_ms = (until_ms - now_ms).max(0);
-    let secs = ((left_ms + 999) / 1000).max(1);
-    Error::RateLimited {
-        retry_after_secs: u64::try_from(secs).unwrap_or(1),
-    }
-}
-
-/// The lockout counters a failed attempt for `email` counts against.
-pub(crate) struct LockoutKeys {
-    keys: Vec<(String, LockoutPolicy)>,
-}
-
-/// The window of every lockout counter whose length is not `RAMPART_LOCKOUT_SECONDS`: the
-/// per-email ceiling below and the password-reset throttle (`services::mfa`). The purge
-/// (`crate::jobs`) keeps counter rows at least this long.
-pub(crate) const FIXED_WINDOW_MS: i64 = 3_600_000;
-
-/// NIST SP 800-63B §5.2.2: at most 100 consecutive failures per account; here per email
-/// per hour across all client IPs, when the main counter is per email + IP.
-const EMAIL_CEILING: LockoutPolicy = LockoutPolicy {
-    max_failures: 100,
-    window_ms: FIXED_WINDOW_MS,
-    lock_ms: FIXED_WINDOW_MS,
-};
-
-pub(crate) fn lockout_keys(
-    state: &AppState,
-    normalized_email: &str,
-    meta: &RequestMeta,
-) -> LockoutKeys {
-    let config = &state.config;
-    // Whatever was typed is the key, but a `|` in it must not forge an `email|ip` key.
-    let escaped = normalized_email.replace('%', "%25").replace('|', "%7C");
-    let normalized_email = escaped.as_str();
-    let policy = LockoutPolicy {
-        max_failures: config.login_max_failures,
-        window_ms: ms(config.lockout_seconds),
-        lock_ms: ms(config.lockout_seconds),
-    };
-    let keys = match config.lockout_scope {
-        rampart_core::config::LockoutScope::Email => vec![(normalized_email.to_owned(), policy)],
-        rampart_core::config::LockoutScope::EmailIp => vec![
-            (format!("{normalized_email}|{}", meta.ip), policy),
-            (normalized_email.to_owned(), EMAIL_CEILING),
-        ],
-    };
-    LockoutKeys { keys }
-}
-
-impl LockoutKeys {
-    pub(crate) async fn check(&self, state: &AppState, now_ms: i64) -> Result<()> {
-        for (key, _) in &self.keys {
-            if let Some(until) = lockout::locked_until(&state.db, key, now_ms).await? {
-                return Err(retry_after(until, now_ms));
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts one failure; `failure_event` is appended once, with the first counter.
-    pub(crate) async fn record_failure(
-        &self,
-        state: &AppState,
-        meta: &RequestMeta,
-        actor: Option<Uuid>,
-        failure_action: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        let mut failure = meta.event(failure_action, Outcome::Failure);
-        let mut locked = meta.event("auth.lockout", Outcome::Failure);
-        if let Some(actor) = actor {
-            failure = failure
-                .with_actor(actor)
-                .with_target("user", actor.to_string());
-            locked = locked
-                .with_actor(actor)
-                .with_target("user", actor.to_string());
-        }
-        for (i, (key, policy)) in self.keys.iter().enumerate() {
-            let event = (i == 0).then_some(&failure);
-            lockout::record_failure(&state.db, key, now_ms, policy, event, &locked).await?;
-        }
-        Ok(())
-    }
-
-    /// The counter a successful login resets (the ceiling only decays with time).
-    pub(crate) fn primary(&self) -> Option<&str> {
-        self.keys.first().map(|(k, _)| k.as_str())
-    }
-}
 
 pub async fn register(
     state: &AppState,
@@ -188,115 +87,26 @@ pub async fn login(
     email: &str,
     password: String,
 ) -> Result<LoginStep> {
-    let normalized = normalize_email(email);
-    let keys = lockout_keys(state, &normalized, meta);
-    keys.check(state, state.clock.now_ms()).await?;
-
-    let credentials = users::find_credentials(&state.db, &normalized).await?;
-    let stored_hash = credentials
-        .as_ref()
-        .map(|c| c.password_hash.expose().clone());
-    let verification = state.hashes.verify(password.clone(), stored_hash).await?;
-    let usable = credentials
-        .as_ref()
-        .filter(|c| !c.deleted && c.status == rampart_core::users::UserStatus::Active);
-    let (credentials, needs_rehash) = match (usable, verification) {
-        (Some(c), rampart_core::passwords::Verification::Valid { needs_rehash }) => {
-            (c.clone(), needs_rehash)
-        }
-        _ => {
-            let actor = credentials.as_ref().map(|c| c.user_id);
-            keys.record_failure(
-                state,
-                meta,
-                actor,
-                "auth.login_failed",
-                state.clock.now_ms(),
-            )
-            .await?;
-            return Err(Error::InvalidCredentials);
-        }
-    };
-    if needs_rehash {
-        // Outdated parameters or an imported bcrypt hash: upgrade now that we know the
-        // password. A failure here must not fail the login.
-        match state.hashes.hash(password).await {
-            Ok(hash) => {
-                if let Err(e) = users::set_password_hash(
-                    &state.db,
-                    credentials.user_id,
-                    credentials.password_hash.expose(),
-                    &hash,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "password rehash not stored");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "password rehash skipped"),
-        }
-    }
+    let (attempt, credentials) = credentials::check_password(state, meta, email, password).await?;
     if credentials.mfa_enabled {
-        // The password step alone is not a successful login: the counter is not reset.
-        let (mfa_token, expires_in) =
-            crate::services::mfa::issue_challenge(state, credentials.user_id).await?;
+        // The password step alone is not a successful login: the counter is not reset,
+        // but a right password gives its slot back.
+        attempt.release(state).await?;
+        let (mfa_token, expires_in) = credentials::issue_mfa_challenge(state, &credentials).await?;
         return Ok(LoginStep::MfaRequired {
             mfa_token,
             expires_in,
         });
     }
-    start_session(state, meta, credentials.user_id, keys.primary())
-        .await
-        .map(LoginStep::Complete)
-}
-
-pub(crate) async fn start_session(
-    state: &AppState,
-    meta: &RequestMeta,
-    user_id: Uuid,
-    clear_lockout_key: Option<&str>,
-) -> Result<LoginOutcome> {
-    let now = state.clock.now();
-    let now_ms = state.clock.now_ms();
-    let session_id = Uuid::now_v7();
-    let session_end = now_ms.saturating_add(ms(state.config.session_max_age));
-    let (refresh_token, refresh_hash) = tokens::new_refresh_token()?;
-    let refresh_expires = now_ms
-        .saturating_add(ms(state.config.refresh_token_ttl))
-        .min(session_end);
-    let event = meta
-        .event("auth.login_succeeded", Outcome::Success)
-        .with_actor(user_id)
-        .with_target("session", session_id.to_string());
-    sessions::create(
-        &state.db,
-        &NewSession {
-            id: session_id,
-            user_id,
-            now_ms,
-            expires_at_ms: session_end,
-            ip_address: Some(meta.ip.to_string()),
-            user_agent: meta.user_agent.clone(),
-        },
-        &NewRefreshToken {
-            id: Uuid::now_v7(),
-            token_hash: refresh_hash,
-            expires_at_ms: refresh_expires,
-        },
-        clear_lockout_key,
-        &event,
+    credentials::start_session(
+        state,
+        meta,
+        credentials.user_id,
+        credentials.credential_epoch,
+        &attempt,
     )
-    .await?;
-    let access = state.tokens.issue(user_id, session_id, now)?;
-    let user = users::get(&state.db, user_id)
-        .await?
-        .ok_or(Error::InvalidCredentials)?;
-    Ok(LoginOutcome {
-        user,
-        access,
-        refresh_token,
-        refresh_max_age_secs: (refresh_expires - now_ms) / 1000,
-    })
+    .await
+    .map(LoginStep::Complete)
 }
 
 pub async fn refresh(
@@ -430,6 +240,8 @@ pub async fn end_session(
     Ok(())
 }
 
+/// `POST /password`: re-authentication, then a compare-and-set on the verified hash, so of
+/// concurrent changes with the same current password exactly one wins (contract §4).
 pub async fn change_password(
     state: &AppState,
     meta: &RequestMeta,
@@ -446,43 +258,45 @@ pub async fn change_password(
             user.user_id
         ))
     })?;
-    let keys = lockout_keys(state, email.normalized(), meta);
-    keys.check(state, state.clock.now_ms()).await?;
     state
         .password_policy
         .check(&new, Some(&email), "newPassword")
         .map_err(Error::Validation)?;
-    let credentials = users::find_credentials(&state.db, email.normalized())
-        .await?
-        .ok_or(Error::Unauthenticated)?;
-    let verification = state
-        .hashes
-        .verify(current, Some(credentials.password_hash.expose().clone()))
-        .await?;
-    if !matches!(
-        verification,
-        rampart_core::passwords::Verification::Valid { .. }
-    ) {
-        keys.record_failure(
-            state,
-            meta,
-            Some(user.user_id),
-            "auth.password_change_failed",
-            state.clock.now_ms(),
-        )
-        .await?;
-        return Err(Error::ReauthenticationFailed);
-    }
+    let reauthenticated =
+        credentials::reauthenticate(state, meta, user, current, "auth.password_change_failed")
+            .await?;
+    // The current password was right: its slot goes back whatever happens next.
+    reauthenticated.attempt.release(state).await?;
     let hash = state.hashes.hash(new).await?;
     let event = meta
         .event("auth.password_changed", Outcome::Success)
         .with_actor(user.user_id)
         .with_target("user", user.user_id.to_string());
-    let ended =
-        users::change_password(&state.db, user.user_id, &hash, state.clock.now_ms(), &event)
-            .await?;
-    state.sessions_ended(&ended);
-    Ok(())
+    let changed = users::change_password(
+        &state.db,
+        user.user_id,
+        reauthenticated.credentials.password_hash.expose(),
+        &hash,
+        state.clock.now_ms(),
+        &event,
+    )
+    .await;
+    match changed {
+        Ok(ended) => {
+            state.sessions_ended(&ended);
+            Ok(())
+        }
+        // A concurrent change won: 401 if it already ended this session, else 403.
+        Err(Error::ReauthenticationFailed) => {
+            let live =
+                sessions::live_user(&state.db, user.session_id, state.clock.now_ms()).await?;
+            Err(match live {
+                Some(_) => Error::ReauthenticationFailed,
+                None => Error::Unauthenticated,
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn update_display_name(

@@ -1,38 +1,34 @@
-//! Second factor and account recovery (contract §4): TOTP (RFC 6238) with encrypted
-//! secrets, single-use recovery codes, the login `mfaToken`, and password reset by email.
+//! Second factor (contract §4): TOTP (RFC 6238) with encrypted secrets, single-use
+//! recovery codes, and the second step of a login (`/mfa/verify`). The credential step it
+//! shares with login lives in `services::credentials`.
 //!
 //! Invariants:
 //! - A TOTP secret is only ever stored sealed (XChaCha20-Poly1305 under the data key, bound
 //!   to its row), and a code is accepted at most once: the store advances the user's last
 //!   accepted step atomically (RFC 6238 §5.2).
-//! - An `mfaToken` is single-use, lives 5 minutes, belongs to one user's password step and
-//!   dies after 5 wrong codes; wrong codes count as failed logins for the lockout.
-//! - A reset request answers the same, at once, whatever the email: the lookup, the token
-//!   and the mail happen after the response, outside any transaction. Only the newest token
-//!   of a user works, once, for `RAMPART_PASSWORD_RESET_TTL`; a weak new password does not
-//!   use it up; completing a reset ends every session and clears the email's lockout, and
-//!   never removes MFA.
-
-use std::time::Duration;
+//! - An `mfaToken` is single-use, lives 5 minutes, belongs to one user's password step,
+//!   dies after 5 wrong codes and with any credential change (its epoch); each code is an
+//!   attempt reserved on the email's lockout counter before it is checked, so parallel
+//!   guesses across several tokens of one email are limited like passwords.
+//! - Enabling needs the password as well as a code; enabling and disabling are
+//!   compare-and-set on the credential epoch the password was checked under, and end every
+//!   other session.
 
 use rampart_core::audit::Outcome;
 use rampart_core::crypto::Place;
-use rampart_core::passwords::Verification;
 use rampart_core::totp;
-use rampart_core::users::{Email, normalize_email};
+use rampart_core::users::normalize_email;
 use rampart_core::{Error, Result, tokens};
-use rampart_store::lockout::{self, LockoutPolicy};
-use rampart_store::mail::Message;
-use rampart_store::{mfa, resets, users};
+use rampart_store::{mfa, users};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::auth::AuthUser;
-use crate::services::auth::{FIXED_WINDOW_MS, LoginOutcome, lockout_keys, start_session};
+use crate::services::credentials::{self, LoginOutcome};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
 
-pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(300);
+pub use crate::services::credentials::MFA_TOKEN_TTL;
 pub const MFA_MAX_FAILURES: i64 = 5;
 
 fn secret_place(user_id: &str) -> Place<'_> {
@@ -41,10 +37,6 @@ fn secret_place(user_id: &str) -> Place<'_> {
         column: "totp_secret",
         row_id: user_id,
     }
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 pub struct MfaSetup {
@@ -69,12 +61,18 @@ pub async fn setup(state: &AppState, user: AuthUser) -> Result<MfaSetup> {
     })
 }
 
+/// `POST /mfa/totp/enable`: the password first (a stolen access token alone cannot put an
+/// attacker's second factor on the account), then the code of the pending secret.
 pub async fn enable(
     state: &AppState,
     meta: &RequestMeta,
     user: AuthUser,
+    password: String,
     code: &str,
 ) -> Result<Vec<String>> {
+    let reauthenticated =
+        credentials::reauthenticate(state, meta, user, password, "auth.mfa_failed").await?;
+    reauthenticated.attempt.release(state).await?;
     let id = user.user_id.to_string();
     let sealed = mfa::pending_secret(&state.db, user.user_id)
         .await?
@@ -96,6 +94,7 @@ pub async fn enable(
     let ended = mfa::enable(
         &state.db,
         user.user_id,
+        reauthenticated.credentials.credential_epoch,
         &sealed,
         step,
         &hashes,
@@ -160,35 +159,18 @@ pub async fn disable(
     password: String,
     code: &str,
 ) -> Result<()> {
-    let account = users::get(&state.db, user.user_id)
-        .await?
-        .ok_or(Error::Unauthenticated)?;
-    let normalized = normalize_email(&account.email);
-    let keys = lockout_keys(state, &normalized, meta);
-    keys.check(state, state.clock.now_ms()).await?;
-    let credentials = users::find_credentials(&state.db, &normalized)
-        .await?
-        .ok_or(Error::Unauthenticated)?;
-    let password_ok = matches!(
-        state
-            .hashes
-            .verify(password, Some(credentials.password_hash.expose().clone()))
-            .await?,
-        Verification::Valid { .. }
-    );
+    let reauthenticated =
+        credentials::reauthenticate(state, meta, user, password, "auth.mfa_failed").await?;
     let code_ok =
-        password_ok && account.mfa_enabled && check_code(state, user.user_id, code).await?;
-    if !(password_ok && code_ok) {
-        keys.record_failure(
-            state,
-            meta,
-            Some(user.user_id),
-            "auth.mfa_failed",
-            state.clock.now_ms(),
-        )
-        .await?;
+        reauthenticated.credentials.mfa_enabled && check_code(state, user.user_id, code).await?;
+    if !code_ok {
+        reauthenticated
+            .attempt
+            .failed(state, meta, Some(user.user_id), "auth.mfa_failed")
+            .await?;
         return Err(Error::ReauthenticationFailed);
     }
+    reauthenticated.attempt.release(state).await?;
     let event = meta
         .event("auth.mfa_disabled", Outcome::Success)
         .with_actor(user.user_id)
@@ -196,6 +178,7 @@ pub async fn disable(
     let ended = mfa::disable(
         &state.db,
         user.user_id,
+        reauthenticated.credentials.credential_epoch,
         user.session_id,
         state.clock.now_ms(),
         &event,
@@ -205,22 +188,8 @@ pub async fn disable(
     Ok(())
 }
 
-/// The password step of an MFA login: a single-use token for the second step.
-pub async fn issue_challenge(state: &AppState, user_id: Uuid) -> Result<(String, u64)> {
-    let token = tokens::random_token()?;
-    let now_ms = state.clock.now_ms();
-    mfa::create_challenge(
-        &state.db,
-        Uuid::now_v7(),
-        user_id,
-        &tokens::hash_token(&token),
-        now_ms,
-        now_ms.saturating_add(ms(MFA_TOKEN_TTL)),
-    )
-    .await?;
-    Ok((token, MFA_TOKEN_TTL.as_secs()))
-}
-
+/// `POST /mfa/verify`: the token first (401 `unauthenticated` when it is not live, also
+/// after a credential change), then the lockout (429), then the code.
 pub async fn verify_login(
     state: &AppState,
     meta: &RequestMeta,
@@ -239,138 +208,32 @@ pub async fn verify_login(
     let account = users::get(&state.db, challenge.user_id)
         .await?
         .ok_or(Error::Unauthenticated)?;
-    let normalized = normalize_email(&account.email);
-    let keys = lockout_keys(state, &normalized, meta);
-    keys.check(state, now_ms).await?;
-    // The attempt is counted before the code is checked (one atomic increment), so
-    // parallel guesses with one token cannot get past the limit; a right code consumes the
-    // token anyway.
+    // Reserved on the email, whichever of its tokens the guess comes with.
+    let attempt = credentials::attempt_for(state, &normalize_email(&account.email), meta);
+    attempt.reserve(state).await?;
+    // And on the token (one atomic increment), so parallel guesses with one token cannot
+    // get past its limit either; a right code consumes the token anyway.
     let attempts = mfa::challenge_failed(&state.db, challenge.id).await?;
     if attempts > MFA_MAX_FAILURES {
+        attempt.release(state).await?;
         return Err(Error::Unauthenticated);
     }
     if !check_code(state, challenge.user_id, code).await? {
-        keys.record_failure(
-            state,
-            meta,
-            Some(challenge.user_id),
-            "auth.mfa_failed",
-            state.clock.now_ms(),
-        )
-        .await?;
+        attempt
+            .failed(state, meta, Some(challenge.user_id), "auth.mfa_failed")
+            .await?;
         return Err(Error::InvalidCredentials);
     }
     if !mfa::consume_challenge(&state.db, challenge.id, state.clock.now_ms()).await? {
+        attempt.release(state).await?;
         return Err(Error::Unauthenticated);
     }
-    start_session(state, meta, challenge.user_id, keys.primary()).await
-}
-
-/// `POST /password-reset/request`: everything after the response, so that the answer and
-/// its timing never depend on the email.
-pub fn request_reset(state: &AppState, meta: &RequestMeta, email: &str) {
-    let state = state.clone();
-    let meta = meta.clone();
-    let email = email.to_owned();
-    tokio::spawn(async move {
-        if let Err(e) = send_reset(&state, &meta, &email).await {
-            tracing::warn!(error = %e, "password reset request not completed");
-        }
-    });
-}
-
-async fn send_reset(state: &AppState, meta: &RequestMeta, email: &str) -> Result<()> {
-    let normalized = normalize_email(email);
-    let now_ms = state.clock.now_ms();
-    // At most RAMPART_RESET_RATE_PER_HOUR messages per email per hour: one atomic counter
-    // that locks at the first request over the limit (so concurrent requests cannot slip
-    // through between a check and an increment).
-    let throttle_key = format!("reset|{normalized}");
-    let throttle = LockoutPolicy {
-        max_failures: state.config.reset_rate_per_hour.saturating_add(1),
-        window_ms: FIXED_WINDOW_MS,
-        lock_ms: FIXED_WINDOW_MS,
-    };
-    let throttled = meta.event("auth.password_reset_throttled", Outcome::Denied);
-    let over_limit = lockout::record_failure(
-        &state.db,
-        &throttle_key,
-        now_ms,
-        &throttle,
-        None,
-        &throttled,
+    credentials::start_session(
+        state,
+        meta,
+        challenge.user_id,
+        challenge.credential_epoch,
+        &attempt,
     )
-    .await?
-    .is_some();
-    if over_limit {
-        return Ok(());
-    }
-    let Some(user) = users::find_by_email(&state.db, &normalized).await? else {
-        let event = meta.event("auth.password_reset_requested", Outcome::Failure);
-        rampart_store::audit::record(&state.db, &event, now_ms).await?;
-        return Ok(());
-    };
-    if user.status != rampart_core::users::UserStatus::Active {
-        return Ok(());
-    }
-    let token = tokens::random_token()?;
-    let event = meta
-        .event("auth.password_reset_requested", Outcome::Success)
-        .with_actor(user.id)
-        .with_target("user", user.id.to_string());
-    resets::create(
-        &state.db,
-        Uuid::now_v7(),
-        user.id,
-        &tokens::hash_token(&token),
-        now_ms,
-        now_ms.saturating_add(ms(state.config.password_reset_ttl)),
-        &event,
-    )
-    .await?;
-    let link = format!(
-        "{}/reset-password?token={token}",
-        state.config.public_url.trim_end_matches('/')
-    );
-    let minutes = state.config.password_reset_ttl.as_secs() / 60;
-    let message = Message {
-        to: user.email.clone(),
-        subject: "Reset your password".to_owned(),
-        // CRLF line endings: mail is CRLF on the wire, and it keeps the body 8bit (the
-        // link readable) rather than quoted-printable.
-        text: format!(
-            "Someone asked to reset the password of your account.\r\n\r\n\
-             To choose a new password, open this link within {minutes} minutes:\r\n\r\n\
-             {link}\r\n\r\n\
-             If this was not you, ignore this message: your password stays as it is.\r\n"
-        ),
-    };
-    // Sent after the transaction committed; a failure is logged, never shown to the client.
-    state.mailer.send(&message).await.map_err(Error::Internal)
-}
-
-pub async fn confirm_reset(
-    state: &AppState,
-    meta: &RequestMeta,
-    token: &str,
-    new_password: String,
-) -> Result<()> {
-    let invalid = || Error::validation("token", "is invalid or expired");
-    let hash = tokens::hash_token(token);
-    let user_id = resets::peek(&state.db, &hash, state.clock.now_ms())
-        .await?
-        .ok_or_else(invalid)?;
-    let user = users::get(&state.db, user_id).await?.ok_or_else(invalid)?;
-    let email = Email::parse(&user.email, "email").ok();
-    state
-        .password_policy
-        .check(&new_password, email.as_ref(), "newPassword")
-        .map_err(Error::Validation)?;
-    let new_hash = state.hashes.hash(new_password).await?;
-    let event = meta.event("auth.password_reset_completed", Outcome::Success);
-    let (_, ended) = resets::confirm(&state.db, &hash, &new_hash, state.clock.now_ms(), &event)
-        .await?
-        .ok_or_else(invalid)?;
-    state.sessions_ended(&ended);
-    Ok(())
+    .await
 }

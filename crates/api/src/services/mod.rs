@@ -5,6 +5,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod credentials;
 pub mod meta;
 pub mod mfa;
 pub mod notes;
+pub mod password_reset;

@@ -65,9 +65,18 @@ impl TestApp {
             "auth.mfa_enabled",
             rampart_core::audit::Outcome::Success,
         );
+        let epoch = rampart_store::users::find_credentials(
+            &self.state.db,
+            &rampart_core::users::normalize_email(&registered.email),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .credential_epoch;
         let ended = rampart_store::mfa::enable(
             &self.state.db,
             id,
+            epoch,
             &sealed,
             step - 1,
             &["a-recovery-code-digest".to_owned()],

@@ -144,7 +144,9 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("POST", "/api/v1/notes") => Some(json!({"title": "t", "body": "b"})),
         ("PATCH", "/api/v1/notes/{id}") => Some(json!({"title": "t"})),
         ("PATCH", "/api/v1/users/me") => Some(json!({"displayName": "X"})),
-        ("POST", "/api/v1/auth/mfa/totp/enable") => Some(json!({"code": "123456"})),
+        ("POST", "/api/v1/auth/mfa/totp/enable") => {
+            Some(json!({"code": "123456", "password": "x"}))
+        }
         ("POST", "/api/v1/auth/mfa/totp/disable") => {
             Some(json!({"password": "x", "code": "123456"}))
         }

@@ -21,6 +21,7 @@ backend_tests!(
     forwarded_for_entries_with_ports_and_unparsable_clients,
     ipv6_clients_share_a_budget_per_network,
     parallel_requests_from_one_ipv6_network_share_one_budget,
+    email_ip_lockout_keys_an_ipv6_client_by_its_network,
     note_body_limit_applies_after_sanitising,
     unpaginated_lists_refuse_unknown_query_parameters,
 );
@@ -182,6 +183,37 @@ async fn login_from(app: &TestApp, forwarded_for: &str, email: &str, password: &
         .send()
         .await
         .unwrap()
+}
+
+/// `RAMPART_LOCKOUT_SCOPE=email_ip` counts per email and client, and a client is its IPv6
+/// network as for the per-IP limits: rotating addresses inside one /64 gets no new guesses.
+async fn email_ip_lockout_keys_an_ipv6_client_by_its_network(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("RAMPART_TRUSTED_PROXIES", "127.0.0.0/8"),
+            ("RAMPART_LOCKOUT_SCOPE", "email_ip"),
+            ("RAMPART_LOGIN_MAX_FAILURES", "3"),
+        ],
+        OpenApiRouter::new(),
+    )
+    .await;
+    let s = app.new_session("v6lock").await;
+    let wrong = "wrong wrong wrong";
+    // Three failures from three addresses of one /64 lock that network for the email.
+    for host in ["2001:db8:7::1", "2001:db8:7::2", "2001:db8:7::3"] {
+        assert_eq!(login_from(&app, host, &s.email, wrong).await.status(), 401);
+    }
+    let r = login_from(&app, "2001:db8:7::4", &s.email, crate::identity::PASSWORD).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "a fourth address of the /64 escaped the lock"
+    );
+    // Another /64 is another client: its right password logs in.
+    let r = login_from(&app, "2001:db8:8::1", &s.email, crate::identity::PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    app.finish().await;
 }
 
 async fn forwarded_for_entries_with_ports_and_unparsable_clients(backend: Backend) {

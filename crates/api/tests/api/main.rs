@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod authz;
+mod credentials;
 mod edges;
 mod identity;
 mod mfa;

@@ -67,7 +67,7 @@ impl TestApp {
                 Method::POST,
                 "/api/v1/auth/mfa/totp/enable",
                 &session.access,
-                Some(json!({"code": code})),
+                Some(json!({"code": code, "password": PASSWORD})),
             )
             .await;
         assert_eq!(r.status(), 200);
@@ -108,7 +108,7 @@ impl TestApp {
     }
 
     /// Waits for the background reset work to write its message.
-    async fn wait_for_mail(&self, count: usize) -> Vec<String> {
+    pub(crate) async fn wait_for_mail(&self, count: usize) -> Vec<String> {
         for _ in 0..100 {
             let mail = self.outbox();
             if mail.len() >= count {
@@ -151,7 +151,7 @@ fn decoded(mail: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn reset_token(mail: &str) -> String {
+pub(crate) fn reset_token(mail: &str) -> String {
     let body = decoded(mail);
     let start = body.find("reset-password?token=").expect("link") + "reset-password?token=".len();
     body[start..]
@@ -172,7 +172,194 @@ backend_tests!(
     password_reset_does_not_reveal_accounts_and_is_rate_limited,
     password_reset_is_rate_limited_per_client_ip,
     parallel_guesses_cannot_exceed_five_codes_per_token,
+    enable_requires_the_password,
+    an_mfa_token_dies_with_a_password_change_or_reset,
+    parallel_wrong_codes_across_tokens_of_one_email_are_limited,
 );
+
+async fn enable_requires_the_password(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = app.new_session("enablepw").await;
+    let r = app
+        .call(Method::POST, "/api/v1/auth/mfa/totp/setup", &s.access, None)
+        .await;
+    let setup: Value = r.json().await.unwrap();
+    let secret = base32_decode(setup["secret"].as_str().unwrap());
+    let enable = |body: Value| {
+        app.call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp/enable",
+            &s.access,
+            Some(body),
+        )
+    };
+    // The password is required: a stolen access token alone cannot add a second factor.
+    let doc = problem(
+        enable(json!({"code": app.code_now(&secret)})).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(doc["errors"][0]["field"], "password");
+    // A wrong password is 403 and counts for lockout.
+    for _ in 0..5 {
+        problem(
+            enable(json!({"code": app.code_now(&secret), "password": "not the password"})).await,
+            403,
+            "reauthentication_failed",
+        )
+        .await;
+    }
+    let failed = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e.action == "auth.mfa_failed")
+        .count();
+    assert_eq!(failed, 5);
+    let me: Value = app
+        .get_auth("/api/v1/users/me", &s.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["mfaEnabled"], false);
+    // Locked now: even the right password gets 429, on this route and at login.
+    let r = enable(json!({"code": app.code_now(&secret), "password": PASSWORD})).await;
+    problem(r, 429, "rate_limited").await;
+    problem(app.login(&s.email, PASSWORD).await, 429, "rate_limited").await;
+    app.clock.advance(time::Duration::seconds(901));
+    // The lock is over (and the access token expired with the clock jump): with the right
+    // password and a current code, MFA goes on.
+    let fresh = app.session_for(&s.email, PASSWORD).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp/setup",
+            &fresh.access,
+            None,
+        )
+        .await;
+    let setup: Value = r.json().await.unwrap();
+    let secret = base32_decode(setup["secret"].as_str().unwrap());
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp/enable",
+            &fresh.access,
+            Some(json!({"code": app.code_now(&secret), "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    app.finish().await;
+}
+
+async fn an_mfa_token_dies_with_a_password_change_or_reset(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let e = app.enrol("mfadeath").await;
+    let email = e.session.email.clone();
+    // Issued before a password change: dead after it, even with the right code.
+    let before_change = app.mfa_token(&email, PASSWORD).await;
+    let changed = "a changed passphrase 77";
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/password",
+            &e.session.access,
+            Some(json!({"currentPassword": PASSWORD, "newPassword": changed})),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    problem(
+        app.verify(&before_change, &app.code_now(&e.secret)).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    // Issued before a reset: dead after it.
+    let before_reset = app.mfa_token(&email, changed).await;
+    app.post_json(
+        "/api/v1/auth/password-reset/request",
+        json!({"email": email}),
+    )
+    .await;
+    let token = reset_token(&app.wait_for_mail(1).await[0]);
+    let r = app
+        .post_json(
+            "/api/v1/auth/password-reset/confirm",
+            json!({"token": token, "newPassword": "the reset passphrase 5"}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    problem(
+        app.verify(&before_reset, &app.code_now(&e.secret)).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    // A token of the new password works.
+    let after = app.mfa_token(&email, "the reset passphrase 5").await;
+    assert_eq!(
+        app.verify(&after, &app.code_now(&e.secret)).await.status(),
+        200
+    );
+    app.finish().await;
+}
+
+async fn parallel_wrong_codes_across_tokens_of_one_email_are_limited(backend: Backend) {
+    const TOKENS: usize = 4;
+    const GUESSES: usize = 20;
+    let app = TestApp::spawn(backend).await;
+    let e = app.enrol("multitoken").await;
+    let mut tokens = Vec::new();
+    for _ in 0..TOKENS {
+        // A right password gives its lockout slot back: four password steps cost nothing.
+        tokens.push(app.mfa_token(&e.session.email, PASSWORD).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(GUESSES));
+    let mut tasks = Vec::new();
+    for i in 0..GUESSES {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/auth/mfa/verify");
+        let token = tokens[i % TOKENS].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let r = client
+                .post(url)
+                .json(&json!({"mfaToken": token, "code": format!("{:06}", 100_000 + i)}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body["code"].as_str().unwrap().to_owned())
+        }));
+    }
+    let mut checked = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (401, code) if code == "invalid_credentials" => checked += 1,
+            (429, code) if code == "rate_limited" => refused += 1,
+            // A token that already had its five wrong codes is dead before the lockout
+            // is even asked (contract §1 order: the token, then the lockout).
+            (401, code) if code == "unauthenticated" => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // At most RAMPART_LOGIN_MAX_FAILURES (5) codes checked per window for the email,
+    // whichever tokens they came with; the rest were refused without a check.
+    assert_eq!((checked, refused), (5, GUESSES - 5));
+    let failed = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e.action == "auth.mfa_failed")
+        .count();
+    assert_eq!(failed, 5);
+    app.finish().await;
+}
 
 async fn parallel_guesses_cannot_exceed_five_codes_per_token(backend: Backend) {
     let app = TestApp::spawn_with(
@@ -274,7 +461,7 @@ async fn enrolment_then_login_with_a_second_factor(backend: Backend) {
             Method::POST,
             "/api/v1/auth/mfa/totp/enable",
             &first.access,
-            Some(json!({"code": "000000"})),
+            Some(json!({"code": "000000", "password": PASSWORD})),
         )
         .await;
     let doc = problem(r, 400, "validation_failed").await;
@@ -284,7 +471,7 @@ async fn enrolment_then_login_with_a_second_factor(backend: Backend) {
             Method::POST,
             "/api/v1/auth/mfa/totp/enable",
             &first.access,
-            Some(json!({"code": app.code_now(&secret)})),
+            Some(json!({"code": app.code_now(&secret), "password": PASSWORD})),
         )
         .await;
     assert_eq!(r.status(), 200);

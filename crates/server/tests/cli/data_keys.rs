@@ -101,7 +101,7 @@ async fn rotate_data_reseals_secrets_under_the_new_key() {
         &server,
         "/api/v1/auth/mfa/totp/enable",
         Some(&token),
-        json!({"code": code(&secret, -1)}),
+        json!({"code": code(&secret, -1), "password": PASSWORD}),
     )
     .await;
     assert_eq!(r.status(), 200);

@@ -29,10 +29,15 @@ async fn failed_login(url: &str, key: &str, at_ms: i64) {
         max_failures: 5,
         window_ms: 900_000,
         lock_ms: 900_000,
+        max_lock_ms: 86_400_000,
     };
     let failed = NewAuditEvent::new("auth.login_failed", Outcome::Failure);
     let locked = NewAuditEvent::new("auth.lockout", Outcome::Failure);
-    lockout::record_failure(&db, key, at_ms, &policy, Some(&failed), &locked)
+    let reserved = lockout::reserve(&db, &[(key, &policy)], at_ms)
+        .await
+        .unwrap();
+    assert_eq!(reserved, None);
+    lockout::record_failure(&db, &[(key, &policy)], at_ms, Some(&failed), &locked)
         .await
         .unwrap();
     db.close().await;

@@ -28,6 +28,8 @@ backend_tests!(
     expired_challenges_are_not_live,
     challenges_are_consumed_once,
     reseal_is_a_compare_and_swap,
+    a_credential_change_kills_pending_challenges,
+    enable_and_disable_refuse_a_stale_credential_epoch,
 );
 
 /// The single TEXT column of `sql`'s rows, with `$1` bound to `id`.
@@ -66,6 +68,7 @@ async fn enable_mfa(db: &Db, user_id: Uuid, sealed: &str, keep: Uuid, now_ms: i6
     mfa::enable(
         db,
         user_id,
+        crate::users::epoch(db, user_id).await,
         sealed,
         100,
         &recovery_hashes(sealed),
@@ -118,6 +121,7 @@ async fn pending_then_enable_ends_other_sessions_and_stores_codes(db: Db) {
     let revoked = mfa::enable(
         &db,
         user.id,
+        crate::users::epoch(&db, user.id).await,
         "sealed-2",
         57_000_000,
         &recovery_hashes("a"),
@@ -185,9 +189,19 @@ async fn pending_then_enable_ends_other_sessions_and_stores_codes(db: Db) {
         matches!(&err, Error::Conflict(m) if m == "MFA is already enabled"),
         "{err:?}"
     );
-    let err = mfa::enable(&db, user.id, "sealed-2", 1, &[], kept.id, now, &audit)
-        .await
-        .unwrap_err();
+    let err = mfa::enable(
+        &db,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "sealed-2",
+        1,
+        &[],
+        kept.id,
+        now,
+        &audit,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, Error::Conflict(m) if m == "MFA is already enabled"),
         "{err:?}"
@@ -207,6 +221,7 @@ async fn enable_with_a_stale_pending_secret_conflicts_and_writes_nothing(db: Db)
     let err = mfa::enable(
         &db,
         user.id,
+        crate::users::epoch(&db, user.id).await,
         "sealed-a",
         1,
         &recovery_hashes("a"),
@@ -228,6 +243,7 @@ async fn enable_with_a_stale_pending_secret_conflicts_and_writes_nothing(db: Db)
     let err = mfa::enable(
         &db,
         user.id,
+        crate::users::epoch(&db, user.id).await,
         "sealed-a",
         1,
         &recovery_hashes("a"),
@@ -266,14 +282,34 @@ async fn enable_with_a_stale_pending_secret_conflicts_and_writes_nothing(db: Db)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound), "{err:?}");
-    let err = mfa::enable(&db, missing, "x", 1, &[], kept.id, T0, &audit)
-        .await
-        .unwrap_err();
+    let err = mfa::enable(
+        &db,
+        missing,
+        crate::users::epoch(&db, missing).await,
+        "x",
+        1,
+        &[],
+        kept.id,
+        T0,
+        &audit,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NotFound), "{err:?}");
     execute_for(&db, DELETE_USER, user.id).await;
-    let err = mfa::enable(&db, user.id, "sealed-b", 1, &[], kept.id, T0, &audit)
-        .await
-        .unwrap_err();
+    let err = mfa::enable(
+        &db,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "sealed-b",
+        1,
+        &[],
+        kept.id,
+        T0,
+        &audit,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NotFound), "{err:?}");
     assert_eq!(mfa::pending_secret(&db, user.id).await.unwrap(), None);
 }
@@ -412,17 +448,32 @@ async fn disable_clears_everything(db: Db) {
     enable_mfa(&db, user.id, "sealed", kept.id, T0).await;
     let later = login(&db, user.id, "h-later", T0 + 10, DAY_MS).await;
     let challenge = Uuid::now_v7();
-    mfa::create_challenge(&db, challenge, user.id, "c-hash", T0 + 10, T0 + 300_000)
-        .await
-        .unwrap();
+    mfa::create_challenge(
+        &db,
+        challenge,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "c-hash",
+        T0 + 10,
+        T0 + 300_000,
+    )
+    .await
+    .unwrap();
     let now = T0 + 20;
 
     let audit = event("auth.mfa_disabled")
         .with_actor(user.id)
         .with_target("user", user.id.to_string());
-    let revoked = mfa::disable(&db, user.id, kept.id, now, &audit)
-        .await
-        .unwrap();
+    let revoked = mfa::disable(
+        &db,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        kept.id,
+        now,
+        &audit,
+    )
+    .await
+    .unwrap();
     assert_eq!(revoked, vec![later.id]);
     assert_eq!(
         texts_for(&db, REVOKED_REASON, later.id).await,
@@ -460,16 +511,30 @@ async fn disable_clears_everything(db: Db) {
     assert_eq!(recorded[0].actor_id, Some(user.id));
 
     // Off already: refused, nothing written.
-    let err = mfa::disable(&db, user.id, kept.id, now, &audit)
-        .await
-        .unwrap_err();
+    let err = mfa::disable(
+        &db,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        kept.id,
+        now,
+        &audit,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, Error::Conflict(m) if m == "MFA is not enabled"),
         "{err:?}"
     );
-    let err = mfa::disable(&db, Uuid::now_v7(), kept.id, now, &audit)
-        .await
-        .unwrap_err();
+    let err = mfa::disable(
+        &db,
+        Uuid::now_v7(),
+        crate::users::epoch(&db, Uuid::now_v7()).await,
+        kept.id,
+        now,
+        &audit,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NotFound), "{err:?}");
     assert_eq!(events(&db, "auth.mfa_disabled").await.len(), 1);
 
@@ -491,15 +556,24 @@ async fn disable_clears_everything(db: Db) {
 async fn challenges_die_after_max_failures(db: Db) {
     let user = create_user(&db, "challenge@example.org").await;
     let id = Uuid::now_v7();
-    mfa::create_challenge(&db, id, user.id, "c-1", T0, T0 + 300_000)
-        .await
-        .unwrap();
+    mfa::create_challenge(
+        &db,
+        id,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "c-1",
+        T0,
+        T0 + 300_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         mfa::live_challenge(&db, "c-1", T0, 5).await.unwrap(),
         Some(Challenge {
             id,
             user_id: user.id,
-            failures: 0
+            failures: 0,
+            credential_epoch: 0,
         })
     );
     assert_eq!(mfa::live_challenge(&db, "c-2", T0, 5).await.unwrap(), None);
@@ -547,9 +621,17 @@ async fn expired_challenges_are_not_live(db: Db) {
     let user = create_user(&db, "expiry@example.org").await;
     let id = Uuid::now_v7();
     let expires = T0 + 300_000;
-    mfa::create_challenge(&db, id, user.id, "c-exp", T0, expires)
-        .await
-        .unwrap();
+    mfa::create_challenge(
+        &db,
+        id,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "c-exp",
+        T0,
+        expires,
+    )
+    .await
+    .unwrap();
     assert!(
         mfa::live_challenge(&db, "c-exp", expires - 1, 5)
             .await
@@ -561,7 +643,7 @@ async fn expired_challenges_are_not_live(db: Db) {
         None
     );
     // A token hash is unique.
-    let err = mfa::create_challenge(&db, Uuid::now_v7(), user.id, "c-exp", T0, expires)
+    let err = mfa::create_challenge(&db, Uuid::now_v7(), user.id, 0, "c-exp", T0, expires)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
@@ -571,9 +653,17 @@ async fn challenges_are_consumed_once(db: Db) {
     const CALLERS: usize = 16;
     let user = create_user(&db, "consume@example.org").await;
     let first = Uuid::now_v7();
-    mfa::create_challenge(&db, first, user.id, "c-first", T0, T0 + 300_000)
-        .await
-        .unwrap();
+    mfa::create_challenge(
+        &db,
+        first,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "c-first",
+        T0,
+        T0 + 300_000,
+    )
+    .await
+    .unwrap();
     assert!(mfa::consume_challenge(&db, first, T0 + 1).await.unwrap());
     assert!(!mfa::consume_challenge(&db, first, T0 + 2).await.unwrap());
     assert_eq!(
@@ -589,9 +679,17 @@ async fn challenges_are_consumed_once(db: Db) {
     );
 
     let raced = Uuid::now_v7();
-    mfa::create_challenge(&db, raced, user.id, "c-raced", T0, T0 + 300_000)
-        .await
-        .unwrap();
+    mfa::create_challenge(
+        &db,
+        raced,
+        user.id,
+        crate::users::epoch(&db, user.id).await,
+        "c-raced",
+        T0,
+        T0 + 300_000,
+    )
+    .await
+    .unwrap();
     let barrier = Arc::new(Barrier::new(CALLERS));
     let tasks: Vec<_> = (0..CALLERS)
         .map(|_| {
@@ -714,4 +812,82 @@ async fn reseal_is_a_compare_and_swap(db: Db) {
             .updated_at_ms,
         T0
     );
+}
+
+async fn a_credential_change_kills_pending_challenges(db: Db) {
+    let user = create_user(&db, "pending@example.org").await;
+    let id = Uuid::now_v7();
+    mfa::create_challenge(&db, id, user.id, 0, "c-pending", T0, T0 + 300_000)
+        .await
+        .unwrap();
+    assert!(
+        mfa::live_challenge(&db, "c-pending", T0, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A password change, reset, disable… ends every session through the epoch bump.
+    rampart_store::sessions::revoke_all(&db, user.id, None, "password_changed", T0 + 1, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        mfa::live_challenge(&db, "c-pending", T0 + 2, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    // A challenge of the password step after the change is live.
+    mfa::create_challenge(
+        &db,
+        Uuid::now_v7(),
+        user.id,
+        1,
+        "c-new",
+        T0 + 3,
+        T0 + 300_000,
+    )
+    .await
+    .unwrap();
+    assert!(
+        mfa::live_challenge(&db, "c-new", T0 + 3, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn enable_and_disable_refuse_a_stale_credential_epoch(db: Db) {
+    let user = create_user(&db, "epoch@example.org").await;
+    let kept = login(&db, user.id, "h-kept", T0, DAY_MS).await;
+    mfa::set_pending_secret(&db, user.id, "sealed", T0)
+        .await
+        .unwrap();
+    // The password was checked at epoch 0; a password change moved it on meanwhile.
+    rampart_store::sessions::revoke_all(&db, user.id, Some(kept.id), "password_changed", T0, None)
+        .await
+        .unwrap();
+    let audit = event("auth.mfa_enabled").with_actor(user.id);
+    let err = mfa::enable(&db, user.id, 0, "sealed", 1, &[], kept.id, T0 + 1, &audit)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated), "{err:?}");
+    assert!(!users::get(&db, user.id).await.unwrap().unwrap().mfa_enabled);
+    assert!(events(&db, "auth.mfa_enabled").await.is_empty());
+    // At the current epoch it works, and the caller's session moves to the new epoch.
+    mfa::enable(&db, user.id, 1, "sealed", 1, &[], kept.id, T0 + 2, &audit)
+        .await
+        .unwrap();
+    assert_eq!(crate::users::epoch(&db, user.id).await, 2);
+    assert_eq!(
+        rampart_store::sessions::live_user(&db, kept.id, T0 + 3)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+    let audit = event("auth.mfa_disabled").with_actor(user.id);
+    let err = mfa::disable(&db, user.id, 1, kept.id, T0 + 4, &audit)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated), "{err:?}");
+    assert!(users::get(&db, user.id).await.unwrap().unwrap().mfa_enabled);
 }

@@ -112,6 +112,7 @@ async fn ended_sessions_go_with_their_tokens_and_live_ones_keep_theirs(db: Db) {
     let stale = NewSession {
         id: Uuid::now_v7(),
         user_id: user.id,
+        credential_epoch: 0,
         now_ms: NOW - DAY_MS,
         expires_at_ms: NOW + 29 * DAY_MS,
         ip_address: None,
@@ -125,6 +126,7 @@ async fn ended_sessions_go_with_their_tokens_and_live_ones_keep_theirs(db: Db) {
         &event("auth.login_succeeded"),
     )
     .await
+    .unwrap()
     .unwrap();
     let other = NewSession {
         id: Uuid::now_v7(),
@@ -138,6 +140,7 @@ async fn ended_sessions_go_with_their_tokens_and_live_ones_keep_theirs(db: Db) {
         &event("auth.login_succeeded"),
     )
     .await
+    .unwrap()
     .unwrap();
 
     // Past its hard end (a day ago), with a used and an unused token: all go.
@@ -262,7 +265,7 @@ async fn dead_challenges_and_reset_tokens_go_and_live_ones_still_work(db: Db) {
         let db = db.clone();
         async move {
             let id = Uuid::now_v7();
-            mfa::create_challenge(&db, id, user_id, hash, created, expires)
+            mfa::create_challenge(&db, id, user_id, 0, hash, created, expires)
                 .await
                 .unwrap();
             id
@@ -354,14 +357,19 @@ const LOGIN_POLICY: LockoutPolicy = LockoutPolicy {
     max_failures: 5,
     window_ms: 15 * MINUTE,
     lock_ms: 15 * MINUTE,
+    max_lock_ms: DAY_MS,
 };
 
+/// One attempt, reserved and then failed; the lock it wrote, if any.
 async fn fail(db: &Db, key: &str, now_ms: i64, policy: &LockoutPolicy) -> Option<i64> {
+    let reserved = lockout::reserve(db, &[(key, policy)], now_ms)
+        .await
+        .unwrap();
+    assert_eq!(reserved, None, "{key} is not locked at {now_ms}");
     lockout::record_failure(
         db,
-        key,
+        &[(key, policy)],
         now_ms,
-        policy,
         Some(&event("auth.login_failed")),
         &event("auth.lockout"),
     )
@@ -393,7 +401,16 @@ async fn stale_lockout_counters_go_and_restart_as_if_they_had_been_kept(db: Db) 
     let stale_start = NOW - GRACE - HOUR;
     fail(&db, "stale", stale_start, &LOGIN_POLICY).await;
     fail(&db, "stale", stale_start + 1, &LOGIN_POLICY).await;
+    // A lock that ended recently: its streak still counts, so the row stays.
     lock(&db, "lock-expired", stale_start - 10, &LOGIN_POLICY).await;
+    // A lock that ended over a day before the cutoff: nothing left to remember.
+    lock(
+        &db,
+        "lock-long-ago",
+        NOW - GRACE - 2 * DAY_MS,
+        &LOGIN_POLICY,
+    )
+    .await;
     // Locked for a day from two hours ago.
     let long_lock = LockoutPolicy {
         lock_ms: DAY_MS,
@@ -414,7 +431,8 @@ async fn stale_lockout_counters_go_and_restart_as_if_they_had_been_kept(db: Db) 
     );
     for (key, kept) in [
         ("stale", false),
-        ("lock-expired", false),
+        ("lock-expired", true),
+        ("lock-long-ago", false),
         ("locked", true),
         ("in-longest-window", true),
         ("in-window", true),
@@ -432,6 +450,8 @@ async fn stale_lockout_counters_go_and_restart_as_if_they_had_been_kept(db: Db) 
     assert_eq!(failures(&db, "stale").await, Some(1));
     assert_eq!(fail(&db, "lock-expired", NOW, &LOGIN_POLICY).await, None);
     assert_eq!(failures(&db, "lock-expired").await, Some(1));
+    assert_eq!(fail(&db, "lock-long-ago", NOW, &LOGIN_POLICY).await, None);
+    assert_eq!(failures(&db, "lock-long-ago").await, Some(1));
     assert_eq!(fail(&db, "in-window", NOW, &LOGIN_POLICY).await, None);
     assert_eq!(failures(&db, "in-window").await, Some(2));
 }
@@ -583,7 +603,7 @@ async fn a_cancelled_purge_leaves_the_lock_free(db: Db) {
     );
 }
 
-// What `record_failure` writes when a failure restarts a stale counter ($1 now).
+// What `reserve` writes when an attempt restarts a stale counter ($1 now).
 const RESTART_STALE: &str =
     "UPDATE lockouts SET failures = 1, window_started_at_ms = $1 WHERE key = 'stale'";
 

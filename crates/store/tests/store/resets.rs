@@ -132,6 +132,7 @@ async fn confirm_resets_once_ends_sessions_and_clears_the_lockout(db: Db) {
     let revoked_by_mfa = mfa::enable(
         &db,
         user.id,
+        crate::users::epoch(&db, user.id).await,
         "sealed",
         7,
         &["code".to_owned()],
@@ -148,6 +149,7 @@ async fn confirm_resets_once_ends_sessions_and_clears_the_lockout(db: Db) {
         max_failures: 100,
         window_ms: DAY_MS,
         lock_ms: DAY_MS,
+        max_lock_ms: DAY_MS,
     };
     let cleared = [
         email.to_owned(),
@@ -162,9 +164,12 @@ async fn confirm_resets_once_ends_sessions_and_clears_the_lockout(db: Db) {
         format!("reset|{email}"),
     ];
     for key in cleared.iter().chain(&kept_keys) {
-        lockout::record_failure(&db, key, T0, &policy, None, &event("auth.lockout"))
-            .await
-            .unwrap();
+        assert_eq!(
+            lockout::reserve(&db, &[(key.as_str(), &policy)], T0)
+                .await
+                .unwrap(),
+            None
+        );
     }
     request(&db, user.id, "r-1", T0 + 100).await;
 
@@ -347,9 +352,16 @@ async fn change_password_invalidates_outstanding_tokens(db: Db) {
     request(&db, other.id, "r-theirs", T0).await;
 
     let audit = event("auth.password_changed").with_actor(user.id);
-    users::change_password(&db, user.id, "changed-hash", T0 + 5, &audit)
-        .await
-        .unwrap();
+    users::change_password(
+        &db,
+        user.id,
+        "hash-of-changer@example.org",
+        "changed-hash",
+        T0 + 5,
+        &audit,
+    )
+    .await
+    .unwrap();
     assert_eq!(resets::peek(&db, "r-mine", T0 + 6).await.unwrap(), None);
     assert_eq!(confirm(&db, "r-mine", T0 + 6).await, None);
     assert_eq!(

@@ -10,8 +10,8 @@ use rampart_store::{Backend, Db, Tx};
 use uuid::Uuid;
 
 use crate::users::{
-    DAY_MS, DELETE_USER, DISABLE_USER, T0, all_events, assert_chain_intact, count, create_user,
-    event, events, execute_for, i64s_by_text, i64s_for, login, refresh_token,
+    DAY_MS, DELETE_USER, DISABLE_USER, SELECT_EPOCH, T0, all_events, assert_chain_intact, count,
+    create_user, event, events, execute_for, i64s_by_text, i64s_for, login, refresh_token,
 };
 
 backend_tests!(
@@ -26,12 +26,16 @@ backend_tests!(
     revoke_all_spares_the_exception,
     list_live_is_newest_first_without_revoked_or_expired,
     live_user_requires_a_live_session_and_a_usable_user,
+    create_refuses_a_stale_credential_epoch_and_writes_nothing,
+    a_session_left_at_an_old_epoch_is_dead_everywhere,
+    no_session_created_while_the_epoch_moves_on_survives_it,
 );
 
 const POLICY: LockoutPolicy = LockoutPolicy {
     max_failures: 5,
     window_ms: 900_000,
     lock_ms: 900_000,
+    max_lock_ms: 900_000,
 };
 
 async fn rotate(db: &Db, presented: &str, next: &str, now_ms: i64) -> Rotation {
@@ -52,19 +56,17 @@ const TOKEN_EXPIRES_AT: &str = "SELECT expires_at_ms FROM refresh_tokens WHERE t
 
 async fn create_clears_the_lockout_and_appends_its_event(db: Db) {
     let user = create_user(&db, "login@example.org").await;
-    let lock_event = event("auth.lockout");
     for n in 0..3 {
-        lockout::record_failure(&db, "login@example.org", T0 + n, &POLICY, None, &lock_event)
-            .await
-            .unwrap();
-        lockout::record_failure(&db, "someone@else.org", T0 + n, &POLICY, None, &lock_event)
-            .await
-            .unwrap();
+        for key in ["login@example.org", "someone@else.org"] {
+            let reserved = lockout::reserve(&db, &[(key, &POLICY)], T0 + n).await;
+            assert_eq!(reserved.unwrap(), None);
+        }
     }
 
     let new = NewSession {
         id: Uuid::now_v7(),
         user_id: user.id,
+        credential_epoch: 0,
         now_ms: T0 + 100,
         expires_at_ms: T0 + 100 + DAY_MS,
         ip_address: Some("2001:db8::5".into()),
@@ -77,6 +79,7 @@ async fn create_clears_the_lockout_and_appends_its_event(db: Db) {
         .with_target("session", new.id.to_string());
     let session = sessions::create(&db, &new, &refresh, Some("login@example.org"), &audit)
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(
         (
@@ -562,6 +565,12 @@ async fn revoke_all_spares_the_exception(db: Db) {
     let mut expected = vec![s1.id, s3.id];
     expected.sort();
     assert_eq!(revoked, expected);
+    // The epoch moved on and the kept session moved with it: still live.
+    assert_eq!(i64s_for(&db, SELECT_EPOCH, alice.id).await, vec![Some(1)]);
+    assert_eq!(
+        sessions::live_user(&db, s2.id, now).await.unwrap(),
+        Some(alice.id)
+    );
     assert_eq!(
         sessions::list_live(&db, alice.id, now)
             .await
@@ -669,4 +678,169 @@ async fn live_user_requires_a_live_session_and_a_usable_user(db: Db) {
     );
     execute_for(&db, DELETE_USER, user.id).await;
     assert_eq!(sessions::live_user(&db, live.id, now).await.unwrap(), None);
+}
+
+fn new_session(user_id: Uuid, credential_epoch: i64, now_ms: i64) -> NewSession {
+    NewSession {
+        id: Uuid::now_v7(),
+        user_id,
+        credential_epoch,
+        now_ms,
+        expires_at_ms: now_ms + DAY_MS,
+        ip_address: None,
+        user_agent: None,
+    }
+}
+
+const COUNT_SESSIONS: &str = "SELECT COUNT(*) FROM sessions WHERE user_id = $1";
+
+async fn create_refuses_a_stale_credential_epoch_and_writes_nothing(db: Db) {
+    let user = create_user(&db, "stale@example.org").await;
+    // A login read epoch 0 and checked the password; meanwhile the password changed.
+    sessions::revoke_all(&db, user.id, None, "password_changed", T0, None)
+        .await
+        .unwrap();
+    assert_eq!(i64s_for(&db, SELECT_EPOCH, user.id).await, vec![Some(1)]);
+    let audit = event("auth.login_succeeded").with_actor(user.id);
+    lockout::reserve(&db, &[("stale@example.org", &POLICY)], T0)
+        .await
+        .unwrap();
+    let stale = sessions::create(
+        &db,
+        &new_session(user.id, 0, T0 + 1),
+        &refresh_token("h-stale", T0 + DAY_MS),
+        Some("stale@example.org"),
+        &audit,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale, None);
+    assert_eq!(i64s_for(&db, COUNT_SESSIONS, user.id).await, vec![Some(0)]);
+    assert!(events(&db, "auth.login_succeeded").await.is_empty());
+    let failures = "SELECT CAST(failures AS BIGINT) FROM lockouts WHERE key = $1";
+    assert_eq!(
+        i64s_by_text(&db, failures, "stale@example.org").await,
+        vec![Some(1)],
+        "a refused session resets nothing"
+    );
+    // At the current epoch it works; for a disabled or deleted user it does not.
+    let fresh = sessions::create(
+        &db,
+        &new_session(user.id, 1, T0 + 2),
+        &refresh_token("h-fresh", T0 + DAY_MS),
+        None,
+        &audit,
+    )
+    .await
+    .unwrap();
+    assert!(fresh.is_some());
+    execute_for(&db, DISABLE_USER, user.id).await;
+    let disabled = sessions::create(
+        &db,
+        &new_session(user.id, 1, T0 + 3),
+        &refresh_token("h-disabled", T0 + DAY_MS),
+        None,
+        &audit,
+    )
+    .await
+    .unwrap();
+    assert_eq!(disabled, None);
+    assert_eq!(i64s_for(&db, COUNT_SESSIONS, user.id).await, vec![Some(1)]);
+    assert_eq!(events(&db, "auth.login_succeeded").await.len(), 1);
+}
+
+async fn a_session_left_at_an_old_epoch_is_dead_everywhere(db: Db) {
+    let user = create_user(&db, "old-epoch@example.org").await;
+    let session = login(&db, user.id, "h-old", T0, DAY_MS).await;
+    let now = T0 + 10;
+    assert_eq!(
+        sessions::live_user(&db, session.id, now).await.unwrap(),
+        Some(user.id)
+    );
+    // The epoch moves on without the session being revoked (as for a session inserted
+    // after the revocation by a login that checked the old credentials).
+    execute_for(
+        &db,
+        "UPDATE users SET credential_epoch = credential_epoch + 1 WHERE id = $1",
+        user.id,
+    )
+    .await;
+    assert_eq!(
+        sessions::live_user(&db, session.id, now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        rampart_store::users::get_for_session(&db, user.id, session.id, now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        rampart_store::users::credentials_for_session(&db, user.id, session.id, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        sessions::find_live_by_refresh(&db, "h-old", now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(rotate(&db, "h-old", "h-next", now).await, Rotation::Invalid);
+    // The refused rotation left the token unused.
+    assert_eq!(i64s_by_text(&db, TOKEN_USED_AT, "h-old").await, vec![None]);
+}
+
+async fn no_session_created_while_the_epoch_moves_on_survives_it(db: Db) {
+    const LOGINS: usize = 8;
+    let user = create_user(&db, "racer@example.org").await;
+    for round in 0..5_i64 {
+        // Every login read the epoch before the change committed.
+        let epoch = i64s_for(&db, SELECT_EPOCH, user.id).await[0].unwrap();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(LOGINS + 1));
+        let mut tasks = Vec::new();
+        for n in 0..LOGINS {
+            let db = db.clone();
+            let barrier = barrier.clone();
+            let user_id = user.id;
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let token = format!("h-{round}-{n}");
+                sessions::create(
+                    &db,
+                    &new_session(user_id, epoch, T0 + round),
+                    &refresh_token(&token, T0 + DAY_MS),
+                    None,
+                    &event("auth.login_succeeded"),
+                )
+                .await
+                .unwrap()
+                .map(|s| (s.id, token))
+            }));
+        }
+        let change = {
+            let db = db.clone();
+            let barrier = barrier.clone();
+            let user_id = user.id;
+            tokio::spawn(async move {
+                barrier.wait().await;
+                sessions::revoke_all(&db, user_id, None, "password_changed", T0 + round, None)
+                    .await
+                    .unwrap()
+            })
+        };
+        change.await.unwrap();
+        // Whatever the order, once the change is done no session of those logins lives.
+        for task in tasks {
+            if let Some((id, token)) = task.await.unwrap() {
+                let now = T0 + round + 1;
+                assert_eq!(sessions::live_user(&db, id, now).await.unwrap(), None);
+                assert_eq!(
+                    rotate(&db, &token, &format!("{token}-next"), now).await,
+                    Rotation::Invalid
+                );
+            }
+        }
+    }
 }

@@ -56,9 +56,11 @@ pub async fn login(
     now_ms: i64,
     max_age_ms: i64,
 ) -> rampart_core::users::Session {
+    let epoch = i64s_for(db, SELECT_EPOCH, user_id).await[0].unwrap();
     let session = NewSession {
         id: Uuid::now_v7(),
         user_id,
+        credential_epoch: epoch,
         now_ms,
         expires_at_ms: now_ms + max_age_ms,
         ip_address: Some("192.0.2.7".into()),
@@ -69,6 +71,20 @@ pub async fn login(
     sessions::create(db, &session, &refresh, None, &audit)
         .await
         .unwrap()
+        .expect("the user is usable at its current epoch")
+}
+
+/// The user's credential epoch.
+pub const SELECT_EPOCH: &str = "SELECT credential_epoch FROM users WHERE id = $1";
+
+/// The credential epoch of `id` (0 for a missing user).
+pub async fn epoch(db: &Db, id: Uuid) -> i64 {
+    i64s_for(db, SELECT_EPOCH, id)
+        .await
+        .first()
+        .copied()
+        .flatten()
+        .unwrap_or(0)
 }
 
 pub fn refresh_token(token_hash: &str, expires_at_ms: i64) -> NewRefreshToken {
@@ -409,9 +425,19 @@ async fn change_password_revokes_every_live_session(db: Db) {
     let others = login(&db, other.id, "h-4", T0, DAY_MS).await;
 
     let audit = event("auth.password_changed").with_actor(user.id);
-    let revoked = users::change_password(&db, user.id, "new-hash", now, &audit)
-        .await
-        .unwrap();
+    assert_eq!(i64s_for(&db, SELECT_EPOCH, user.id).await, vec![Some(0)]);
+    let revoked = users::change_password(
+        &db,
+        user.id,
+        "hash-of-changer@example.org",
+        "new-hash",
+        now,
+        &audit,
+    )
+    .await
+    .unwrap();
+    // The credential epoch moved on: sessions made at the old one are dead.
+    assert_eq!(i64s_for(&db, SELECT_EPOCH, user.id).await, vec![Some(1)]);
     let mut expected = vec![first.id, second.id];
     expected.sort();
     assert_eq!(revoked, expected);
@@ -467,8 +493,26 @@ async fn change_password_revokes_every_live_session(db: Db) {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].actor_id, Some(user.id));
 
-    let missing = users::change_password(&db, Uuid::now_v7(), "x", now, &audit).await;
-    assert!(matches!(missing, Err(Error::NotFound)), "{missing:?}");
+    // Compare-and-set: a second change verified against the old hash writes nothing.
+    let raced = users::change_password(
+        &db,
+        user.id,
+        "hash-of-changer@example.org",
+        "raced-hash",
+        now,
+        &audit,
+    )
+    .await;
+    assert!(
+        matches!(raced, Err(Error::ReauthenticationFailed)),
+        "{raced:?}"
+    );
+    assert_eq!(i64s_for(&db, SELECT_EPOCH, user.id).await, vec![Some(1)]);
+    let missing = users::change_password(&db, Uuid::now_v7(), "x", "y", now, &audit).await;
+    assert!(
+        matches!(missing, Err(Error::ReauthenticationFailed)),
+        "{missing:?}"
+    );
     assert_eq!(events(&db, "auth.password_changed").await.len(), 1);
     assert_chain_intact(&db).await;
 }
@@ -501,8 +545,10 @@ async fn set_password_hash_only_replaces_the_verified_hash(db: Db) {
         .unwrap();
     assert_eq!(stored().await, "rehashed");
 
-    // Not a user-visible change: no event, updated_at_ms unchanged.
+    // Not a user-visible change: no event, updated_at_ms unchanged, and the same password
+    // under new parameters ends no session (the credential epoch stays).
     assert_eq!(all_events(&db).await.len(), before);
+    assert_eq!(i64s_for(&db, SELECT_EPOCH, user.id).await, vec![Some(0)]);
     assert_eq!(
         users::get(&db, user.id)
             .await
