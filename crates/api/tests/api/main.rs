@@ -9,5 +9,6 @@ mod authz;
 mod edges;
 mod identity;
 mod mfa;
+mod openapi;
 mod pipeline;
 mod scale;
