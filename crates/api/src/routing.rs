@@ -2,7 +2,9 @@
 //! checks the contract orders after routing — the client's address (400 when a trusted
 //! proxy's `X-Forwarded-For` does not name it), rate limit (429), body size (413) and media
 //! type (415), authentication (401), permission (403) — to the route's *method handlers*
-//! only, and records the policy in the OpenAPI document. Attaching them with `Router::route_layer`
+//! only, and records the policy in the OpenAPI document together with the responses those
+//! checks can send ([`document`]), so no annotation has to repeat them and none can forget
+//! them. Attaching them with `Router::route_layer`
 //! would also wrap axum's 405 answer, so a rate-limited client would see 429 for a wrong
 //! method; the contract puts 404 and 405 first.
 //!
@@ -92,11 +94,26 @@ fn declare(
     route: UtoipaMethodRouter<AppState>,
 ) -> UtoipaMethodRouter<AppState> {
     let (schemas, mut paths, method_router) = route;
-    stamp(policy, &mut paths);
+    document(policy, Checks::All, &mut paths);
     (schemas, paths, method(policy, limit, method_router))
 }
 
-fn stamp(policy: Policy, paths: &mut utoipa::openapi::path::Paths) {
+/// Which post-routing checks guard a documented route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Client address, rate limits, body size and media type ([`route`]).
+    All,
+    /// Body size and media type only ([`exempt_public`]).
+    BodyOnly,
+}
+
+/// Records `policy` on every operation of `paths` and adds, where the annotation does not
+/// already document the status, the responses the route's checks and extractors send: 400
+/// (an unparsable `X-Forwarded-For` from a trusted proxy; a malformed body), 413 and 415
+/// (no route accepts a body over the limit or one that is not UTF-8 JSON), 429 (the global
+/// limit), 401 (authenticated and permission routes) and 403 (permission routes).
+fn document(policy: Policy, checks: Checks, paths: &mut utoipa::openapi::path::Paths) {
+    use utoipa::openapi::{RefOr, Response};
     for item in paths.paths.values_mut() {
         let operations = [
             &mut item.get,
@@ -116,6 +133,50 @@ fn stamp(policy: Policy, paths: &mut utoipa::openapi::path::Paths) {
                 Some(existing) => existing.merge(stamp),
                 None => operation.extensions = Some(stamp),
             }
+            let takes_body = operation.request_body.is_some();
+            let mut implied: Vec<(&str, String)> = Vec::new();
+            if takes_body {
+                implied.push((
+                    "400",
+                    "Malformed or invalid body (the problem's `errors` name the fields)".to_owned(),
+                ));
+            }
+            if checks == Checks::All {
+                implied.push((
+                    "400",
+                    "A trusted proxy's `X-Forwarded-For` does not name the client's address"
+                        .to_owned(),
+                ));
+            }
+            implied.push(("413", "Body over `RAMPART_MAX_BODY_BYTES`".to_owned()));
+            implied.push((
+                "415",
+                "Body that is not UTF-8 JSON (`Content-Type: application/json`)".to_owned(),
+            ));
+            if checks == Checks::All {
+                implied.push((
+                    "429",
+                    "Rate limited; `Retry-After` gives the seconds to wait".to_owned(),
+                ));
+            }
+            if matches!(policy, Policy::Authenticated | Policy::Permission(_)) {
+                implied.push((
+                    "401",
+                    "Missing, invalid or expired access token, or its session has ended".to_owned(),
+                ));
+            }
+            if let Policy::Permission(permission) = policy {
+                implied.push((
+                    "403",
+                    format!("The caller lacks the `{permission}` permission"),
+                ));
+            }
+            let responses = &mut operation.responses.responses;
+            for (status, description) in implied {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| RefOr::T(Response::new(description)));
+            }
         }
     }
 }
@@ -124,7 +185,7 @@ fn stamp(policy: Policy, paths: &mut utoipa::openapi::path::Paths) {
 /// answer a load balancer whatever any client has done (contract §3).
 pub fn exempt_public(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
     let (schemas, mut paths, method_router) = route;
-    stamp(Policy::Public, &mut paths);
+    document(Policy::Public, Checks::BodyOnly, &mut paths);
     let checked = method_router.route_layer(mw::from_fn(|req: Request, next: Next| async move {
         match body_problem(&req) {
             Some(problem) => problem.into_response(),

@@ -105,7 +105,7 @@ fn instant_filter(raw: Option<&str>, field: &str, errors: &mut Vec<FieldError>) 
 
 /// Audit events, newest first, with filters.
 #[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", params(EventQuery),
-    responses((status = 200, body = EventPage), (status = 400, description = "Malformed filter, limit or cursor"),
+    responses((status = 200, description = "A page of events, oldest first", body = EventPage), (status = 400, description = "Malformed filter, limit or cursor"),
         (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks audit:read")),
     security(("bearer" = [])))]
 async fn list_events(

@@ -260,7 +260,7 @@ async fn logout_all(
 
 /// The caller's live sessions.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
-    responses((status = 200, body = SessionsResponse), (status = 400, description = "A query parameter (none are accepted)"),
+    responses((status = 200, description = "The caller's live sessions", body = SessionsResponse), (status = 400, description = "A query parameter (none are accepted)"),
         (status = 401, description = "Unauthenticated")),
     security(("bearer" = [])))]
 async fn list_sessions(
@@ -413,7 +413,7 @@ async fn mfa_verify(
 
 /// Start TOTP enrolment: a new secret, not active until enabled with a code.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/setup", tag = "auth",
-    responses((status = 200, body = MfaSetupResponse), (status = 401, description = "Unauthenticated"),
+    responses((status = 200, description = "A new TOTP secret, pending until enabled", body = MfaSetupResponse), (status = 401, description = "Unauthenticated"),
         (status = 409, description = "MFA is already enabled")),
     security(("bearer" = [])))]
 async fn mfa_setup(
@@ -429,11 +429,12 @@ async fn mfa_setup(
 
 /// Turn TOTP on with the password and a current code; returns the recovery codes once. Ends every other session.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/enable", tag = "auth", request_body = MfaEnableRequest,
-    responses((status = 200, body = RecoveryCodesResponse), (status = 400, description = "Wrong code"),
+    responses((status = 200, description = "MFA on; the recovery codes, shown once", body = RecoveryCodesResponse),
+        (status = 400, description = "Wrong code, or the password missing"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Wrong password (reauthentication_failed)"),
         (status = 409, description = "MFA is already enabled"),
-        (status = 429, description = "Account locked out")),
+        (status = 429, description = "Rate limited, or account locked out")),
     security(("bearer" = [])))]
 async fn mfa_enable(
     State(state): State<AppState>,
@@ -449,7 +450,7 @@ async fn mfa_enable(
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/disable", tag = "auth", request_body = MfaDisableRequest,
     responses((status = 204, description = "MFA off"), (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Wrong password or code (reauthentication_failed)"),
-        (status = 429, description = "Account locked out")),
+        (status = 429, description = "Rate limited, or account locked out")),
     security(("bearer" = [])))]
 async fn mfa_disable(
     State(state): State<AppState>,
@@ -463,7 +464,7 @@ async fn mfa_disable(
 
 /// Ask for a password-reset link by email. Always 202 with the same body.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/request", tag = "auth", request_body = ResetRequest,
-    responses((status = 202, body = ResetAccepted),
+    responses((status = 202, description = "Accepted, whether or not the email has an account", body = ResetAccepted),
         (status = 400, description = "Malformed body, or an email over 254 characters"),
         (status = 429, description = "Rate limited")))]
 async fn reset_request(

@@ -90,7 +90,7 @@ pub struct UpdateNoteRequest {
 
 /// Create a note owned by the caller.
 #[utoipa::path(post, path = "/api/v1/notes", tag = "notes", request_body = CreateNoteRequest,
-    responses((status = 201, body = NoteResponse), (status = 400, description = "Invalid input"),
+    responses((status = 201, description = "Created", body = NoteResponse), (status = 400, description = "Invalid input"),
         (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks notes:write")),
     security(("bearer" = [])))]
 async fn create_note(
@@ -105,7 +105,7 @@ async fn create_note(
 
 /// The caller's own notes, oldest first.
 #[utoipa::path(get, path = "/api/v1/notes", tag = "notes", params(PageQuery),
-    responses((status = 200, body = NotePage), (status = 400, description = "Bad limit, cursor or parameter"),
+    responses((status = 200, description = "A page of notes", body = NotePage), (status = 400, description = "Bad limit, cursor or parameter"),
         (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks notes:read")),
     security(("bearer" = [])))]
 async fn list_notes(
@@ -127,7 +127,7 @@ async fn list_notes(
 /// One note: the caller's own, or any with `notes:read_any` / `notes:manage_any`.
 #[utoipa::path(get, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")),
-    responses((status = 200, body = NoteResponse), (status = 400, description = "Malformed id"),
+    responses((status = 200, description = "The note", body = NoteResponse), (status = 400, description = "Malformed id"),
         (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks notes:read"),
         (status = 404, description = "No such note, or another user's")),
     security(("bearer" = [])))]
@@ -143,7 +143,7 @@ async fn get_note(
 /// Change a note's title or body.
 #[utoipa::path(patch, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")), request_body = UpdateNoteRequest,
-    responses((status = 200, body = NoteResponse), (status = 400, description = "Invalid input"),
+    responses((status = 200, description = "Updated", body = NoteResponse), (status = 400, description = "Invalid input"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks notes:write, or may only read this note"),
         (status = 404, description = "No such note, or another user's")),

@@ -101,7 +101,7 @@ pub struct UpdateRoleRequest {
 
 /// Every active permission the code declares.
 #[utoipa::path(get, path = "/api/v1/rbac/permissions", tag = "rbac",
-    responses((status = 200, body = PermissionList), (status = 400, description = "A query parameter (none are accepted)"),
+    responses((status = 200, description = "Every permission", body = PermissionList), (status = 400, description = "A query parameter (none are accepted)"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:read")),
     security(("bearer" = [])))]
@@ -123,7 +123,7 @@ async fn list_permissions(
 
 /// Every role with its permissions.
 #[utoipa::path(get, path = "/api/v1/rbac/roles", tag = "rbac",
-    responses((status = 200, body = RoleList), (status = 400, description = "A query parameter (none are accepted)"),
+    responses((status = 200, description = "Every role", body = RoleList), (status = 400, description = "A query parameter (none are accepted)"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:read")),
     security(("bearer" = [])))]
@@ -139,7 +139,7 @@ async fn list_roles(
 
 /// Create a role (only with permissions the caller holds).
 #[utoipa::path(post, path = "/api/v1/rbac/roles", tag = "rbac", request_body = CreateRoleRequest,
-    responses((status = 201, body = RoleResponse), (status = 400, description = "Invalid name or unknown permission"),
+    responses((status = 201, description = "Created", body = RoleResponse), (status = 400, description = "Invalid name or unknown permission"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:write, or grants a permission the caller lacks"),
         (status = 409, description = "Name taken")),
@@ -165,7 +165,7 @@ async fn create_role(
 /// Change a role's description or permissions (not the built-in roles).
 #[utoipa::path(patch, path = "/api/v1/rbac/roles/{id}", tag = "rbac",
     params(("id" = Uuid, Path, description = "Role id")), request_body = UpdateRoleRequest,
-    responses((status = 200, body = RoleResponse), (status = 400, description = "Invalid input"),
+    responses((status = 200, description = "Updated", body = RoleResponse), (status = 400, description = "Invalid input"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:write; grants a permission the caller lacks; or removes the last holder of roles:assign"),
         (status = 404, description = "No such role"), (status = 409, description = "Built-in role")),

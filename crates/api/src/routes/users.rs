@@ -87,7 +87,7 @@ pub struct UpdateMeRequest {
 
 /// The caller's user view.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
-    responses((status = 200, body = UserResponse), (status = 401, description = "Unauthenticated")),
+    responses((status = 200, description = "The caller", body = UserResponse), (status = 401, description = "Unauthenticated")),
     security(("bearer" = [])))]
 async fn get_me(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ async fn get_me(
 /// Change the caller's display name.
 #[utoipa::path(patch, path = "/api/v1/users/me", tag = "users",
     request_body = UpdateMeRequest,
-    responses((status = 200, body = UserResponse), (status = 400, description = "Invalid display name"), (status = 401, description = "Unauthenticated")),
+    responses((status = 200, description = "Updated", body = UserResponse), (status = 400, description = "Invalid display name"), (status = 401, description = "Unauthenticated")),
     security(("bearer" = [])))]
 async fn update_me(
     State(state): State<AppState>,
@@ -161,7 +161,7 @@ pub struct SetRolesRequest {
 
 /// List users (not deleted), oldest first.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageQuery),
-    responses((status = 200, body = UserPage), (status = 400, description = "Bad limit, cursor or parameter"),
+    responses((status = 200, description = "A page of users", body = UserPage), (status = 400, description = "Bad limit, cursor or parameter"),
         (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:read")),
     security(("bearer" = [])))]
 async fn list_users(
@@ -181,7 +181,7 @@ async fn list_users(
 /// One user.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 200, body = UserResponse), (status = 400, description = "Malformed id"),
+    responses((status = 200, description = "The user", body = UserResponse), (status = 400, description = "Malformed id"),
         (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:read"),
         (status = 404, description = "No such user")),
     security(("bearer" = [])))]
@@ -198,7 +198,7 @@ async fn get_user(
 /// Change a user's display name or status.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = Uuid, Path, description = "User id")), request_body = UpdateUserRequest,
-    responses((status = 200, body = UserResponse), (status = 400, description = "Invalid input"),
+    responses((status = 200, description = "Updated", body = UserResponse), (status = 400, description = "Invalid input"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks users:update, or would leave no active holder of roles:assign"),
         (status = 404, description = "No such user")),
@@ -277,7 +277,7 @@ async fn reset_user_mfa(
 /// Replace a user's roles.
 #[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "users",
     params(("id" = Uuid, Path, description = "User id")), request_body = SetRolesRequest,
-    responses((status = 200, body = UserResponse), (status = 400, description = "Unknown role"),
+    responses((status = 200, description = "The user with the new roles", body = UserResponse), (status = 400, description = "Unknown role"),
         (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks roles:assign; own roles; a permission the caller lacks; or the last holder of roles:assign"),
         (status = 404, description = "No such user")),

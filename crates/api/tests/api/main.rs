@@ -10,5 +10,6 @@ mod credentials;
 mod edges;
 mod identity;
 mod mfa;
+mod openapi;
 mod pipeline;
 mod scale;
