@@ -35,7 +35,8 @@ static NEXT_CLIENT: AtomicU32 = AtomicU32::new(1);
 /// the rate-limit checks measure. The instances trust 127.0.0.1 as their proxy.
 fn fresh_client() -> String {
     format!(
-        "2001:db8::{:x}",
+        // One /64 per client: limits key an IPv6 client by its network (RAMPART_IPV6_PREFIX).
+        "2001:db8:{:x}::1",
         NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
     )
 }
