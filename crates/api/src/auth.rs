@@ -361,11 +361,8 @@ mod tests {
 
         /// Bytes an HTTP header value may hold (visible ASCII, space, tab, obs-text).
         fn header_value() -> impl Strategy<Value = HeaderValue> {
-            prop::collection::vec(
-                prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff],
-                0..96,
-            )
-            .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap())
+            prop::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..96)
+                .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap())
         }
 
         /// Header values made of cookie syntax, so that names and separators collide often.
@@ -376,7 +373,10 @@ mod tests {
 
         /// Other cookies: any name but the refresh cookie's, with a cookie-octet value.
         fn other_cookie() -> impl Strategy<Value = String> {
-            ("[A-Za-z0-9_.-]{1,12}", "[A-Za-z0-9!#$%&'()*+./:<>?@\\[\\]^_`{|}~-]{0,16}")
+            (
+                "[A-Za-z0-9_.-]{1,12}",
+                "[A-Za-z0-9!#$%&'()*+./:<>?@\\[\\]^_`{|}~-]{0,16}",
+            )
                 .prop_filter("not the refresh cookie", |(name, _)| {
                     name != refresh_cookie_name(true) && name != refresh_cookie_name(false)
                 })
