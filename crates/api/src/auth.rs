@@ -354,4 +354,113 @@ mod tests {
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(check_same_site(&h, &allowed).is_ok());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes an HTTP header value may hold (visible ASCII, space, tab, obs-text).
+        fn header_value() -> impl Strategy<Value = HeaderValue> {
+            prop::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..96)
+                .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap())
+        }
+
+        /// Header values made of cookie syntax, so that names and separators collide often.
+        fn cookie_like() -> impl Strategy<Value = HeaderValue> {
+            "([ ;=]|rampart_refresh|__Secure-|[a-z0-9]{1,4}){0,12}"
+                .prop_map(|s| HeaderValue::from_str(&s).unwrap())
+        }
+
+        /// Other cookies: any name but the refresh cookie's, with a cookie-octet value.
+        fn other_cookie() -> impl Strategy<Value = String> {
+            (
+                "[A-Za-z0-9_.-]{1,12}",
+                "[A-Za-z0-9!#$%&'()*+./:<>?@\\[\\]^_`{|}~-]{0,16}",
+            )
+                .prop_filter("not the refresh cookie", |(name, _)| {
+                    name != refresh_cookie_name(true) && name != refresh_cookie_name(false)
+                })
+                .prop_map(|(name, value)| format!("{name}={value}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn authorization_parsing_never_panics(value in prop_oneof![header_value(), "(?i:bearer)[ \t]{0,3}[ -~]{0,20}".prop_map(|s| HeaderValue::from_str(&s).unwrap())]) {
+                let mut h = HeaderMap::new();
+                h.insert(header::AUTHORIZATION, value);
+                if let Some(token) = bearer(&h) {
+                    prop_assert!(!token.is_empty());
+                    prop_assert_eq!(token, token.trim());
+                }
+            }
+
+            #[test]
+            fn a_bearer_token_round_trips(
+                scheme in "(?i:bearer)",
+                token in "[A-Za-z0-9._~+/-]{1,200}=*",
+            ) {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("{scheme} {token}")).unwrap(),
+                );
+                prop_assert_eq!(bearer(&h), Some(token.as_str()));
+            }
+
+            #[test]
+            fn cookie_parsing_never_panics(
+                values in prop::collection::vec(prop_oneof![header_value(), cookie_like()], 0..4),
+                secure in any::<bool>(),
+            ) {
+                let mut h = HeaderMap::new();
+                for v in values {
+                    h.append(header::COOKIE, v);
+                }
+                if let Ok(token) = refresh_token_from(&h, secure) {
+                    prop_assert!(!token.is_empty() && token.len() <= 128);
+                }
+            }
+
+            /// The cookie this server sets comes back, among any others and split over any
+            /// number of `Cookie` headers, as the same token.
+            #[test]
+            fn a_single_refresh_cookie_round_trips(
+                token in "[A-Za-z0-9_-]{1,128}",
+                secure in any::<bool>(),
+                before in prop::collection::vec(other_cookie(), 0..4),
+                after in prop::collection::vec(other_cookie(), 0..4),
+                split in any::<bool>(),
+            ) {
+                let set = refresh_cookie(secure, &token, 60).unwrap();
+                let (pair, _) = set.to_str().unwrap().split_once(';').unwrap();
+                let mut all = before;
+                all.push(pair.to_owned());
+                all.extend(after);
+                let mut h = HeaderMap::new();
+                if split {
+                    for c in &all {
+                        h.append(header::COOKIE, HeaderValue::from_str(c).unwrap());
+                    }
+                } else {
+                    h.insert(header::COOKIE, HeaderValue::from_str(&all.join("; ")).unwrap());
+                }
+                prop_assert_eq!(refresh_token_from(&h, secure).ok(), Some(token.clone()));
+                // Sent twice (even with the same value), it is refused.
+                h.append(header::COOKIE, HeaderValue::from_str(pair).unwrap());
+                prop_assert!(matches!(refresh_token_from(&h, secure), Err(Error::Unauthenticated)));
+            }
+
+            #[test]
+            fn an_oversized_refresh_cookie_is_refused(token in "[A-Za-z0-9_-]{129,300}", secure in any::<bool>()) {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    header::COOKIE,
+                    HeaderValue::from_str(&format!("{}={token}", refresh_cookie_name(secure))).unwrap(),
+                );
+                prop_assert!(matches!(refresh_token_from(&h, secure), Err(Error::Unauthenticated)));
+            }
+        }
+    }
 }

@@ -409,11 +409,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, PartialEq, Deserialize, Serialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    #[allow(dead_code)]
     struct Sample {
         email: String,
         age: u32,
@@ -517,5 +516,190 @@ mod tests {
         assert!(!is_json_utf8("text/plain"));
         assert!(!is_json_utf8("application/x-www-form-urlencoded"));
         assert!(!is_json_utf8("application/jsonp"));
+    }
+
+    mod props {
+        use super::*;
+        use futures_util::FutureExt;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// A JSON value without floats (serde_json's default float parsing is best-effort,
+        /// so floats need not round-trip bit for bit) and with any keys and strings.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(any::<String>(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+            prop::collection::btree_map(any::<String>(), json(), 0..6)
+                .prop_map(|m| m.into_iter().collect())
+        }
+
+        /// `key` as a JSON string with every UTF-16 unit escaped: equal to `key` once decoded,
+        /// different as text.
+        fn escaped(key: &str) -> String {
+            let mut out = String::from("\"");
+            for unit in key.encode_utf16() {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+            out.push('"');
+            out
+        }
+
+        /// An object whose members are `members` and then one of their keys again, nested
+        /// in `wrappers` (`Some(name)`: `{"name": …}`, `None`: `[…]`). Returns the text and
+        /// the repeated key.
+        fn with_duplicate(
+            members: &serde_json::Map<String, Value>,
+            index: prop::sample::Index,
+            value: &Value,
+            escape: bool,
+            wrappers: &[Option<String>],
+        ) -> (String, String) {
+            let keys: Vec<&String> = members.keys().collect();
+            let key = keys[index.index(keys.len())].clone();
+            let mut text = serde_json::to_string(members).unwrap();
+            text.pop();
+            let repeat = if escape {
+                escaped(&key)
+            } else {
+                serde_json::to_string(&key).unwrap()
+            };
+            text.push_str(&format!(",{repeat}:{value}}}"));
+            for wrapper in wrappers.iter().rev() {
+                text = match wrapper {
+                    Some(name) => format!("{{{}:{text}}}", serde_json::to_string(name).unwrap()),
+                    None => format!("[{text}]"),
+                };
+            }
+            (text, key)
+        }
+
+        fn sample() -> impl Strategy<Value = Sample> {
+            (
+                any::<String>(),
+                any::<u32>(),
+                prop::option::of(any::<String>()),
+                prop::option::of(prop::collection::vec(any::<String>(), 0..4)),
+            )
+                .prop_map(|(email, age, nick, tags)| Sample {
+                    email,
+                    age,
+                    nick,
+                    tags,
+                })
+        }
+
+        fn query<T: DeserializeOwned>(raw: &str) -> Result<T, Vec<FieldError>> {
+            let (mut parts, ()) = axum::http::Request::builder()
+                .uri(format!("/x?{raw}"))
+                .body(())
+                .unwrap()
+                .into_parts();
+            ApiQuery::<T>::from_request_parts(&mut parts, &())
+                .now_or_never()
+                .expect("the query extractor never waits")
+                .map(|ApiQuery(q)| q)
+                .map_err(|p| p.errors)
+        }
+
+        /// Characters a client can put in a query string as they are (plus `%`, so that
+        /// escapes both valid and broken occur).
+        const QUERY: &str = "[a-zA-Z0-9=&%+;._~!$'()*,/:@?-]{0,64}";
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn strict_json_never_panics_on_arbitrary_bytes(bytes in any::<Vec<u8>>()) {
+                let _ = parse_strict::<Value>(&bytes);
+                let _ = parse_strict::<Sample>(&bytes);
+            }
+
+            #[test]
+            fn strict_json_never_panics_on_json_like_text(text in "[\\[\\]{}\":,0-9a-z.eE+\\\\ -]{0,64}") {
+                let _ = parse_strict::<Value>(text.as_bytes());
+                let _ = parse_strict::<Sample>(text.as_bytes());
+            }
+
+            #[test]
+            fn a_duplicate_key_at_any_depth_is_never_accepted(
+                members in object().prop_filter("has a key", |m| !m.is_empty()),
+                index in any::<prop::sample::Index>(),
+                value in json(),
+                escape in any::<bool>(),
+                wrappers in prop::collection::vec(prop::option::of("[a-z]{1,5}"), 0..4),
+            ) {
+                let (text, key) = with_duplicate(&members, index, &value, escape, &wrappers);
+                // The text is JSON that a lenient parser accepts (keeping the last value).
+                prop_assert!(serde_json::from_str::<Value>(&text).is_ok());
+                let errors = parse_strict::<Value>(text.as_bytes()).unwrap_err();
+                prop_assert_eq!(errors.len(), 1);
+                prop_assert_eq!(&errors[0].issue, "appears more than once");
+                if !key.contains('`') {
+                    prop_assert_eq!(&errors[0].field, &key);
+                }
+                prop_assert!(parse_strict::<Sample>(text.as_bytes()).is_err());
+            }
+
+            #[test]
+            fn a_valid_object_round_trips(members in object()) {
+                let value = Value::Object(members);
+                let text = serde_json::to_vec(&value).unwrap();
+                prop_assert_eq!(parse_strict::<Value>(&text), Ok(value.clone()));
+                let pretty = serde_json::to_vec_pretty(&value).unwrap();
+                prop_assert_eq!(parse_strict::<Value>(&pretty), Ok(value));
+            }
+
+            #[test]
+            fn a_valid_request_body_round_trips(body in sample()) {
+                let text = serde_json::to_vec(&body).unwrap();
+                prop_assert_eq!(parse_strict::<Sample>(&text), Ok(body));
+            }
+
+            #[test]
+            fn arbitrary_query_strings_never_panic(raw in QUERY) {
+                use crate::routes::{audit::EventQuery, users::PageQuery};
+                for field in query::<PageQuery>(&raw).err().into_iter().flatten() {
+                    prop_assert!(field.field.starts_with("query"), "{field:?}");
+                }
+                for field in query::<EventQuery>(&raw).err().into_iter().flatten() {
+                    prop_assert!(field.field.starts_with("query"), "{field:?}");
+                }
+                for field in query::<NoQuery>(&raw).err().into_iter().flatten() {
+                    prop_assert!(field.field.starts_with("query"), "{field:?}");
+                }
+            }
+
+            #[test]
+            fn a_page_query_round_trips(
+                limit in prop::option::of(any::<u32>()),
+                cursor in prop::option::of(any::<String>()),
+            ) {
+                let mut out = form_urlencoded::Serializer::new(String::new());
+                if let Some(limit) = limit {
+                    out.append_pair("limit", &limit.to_string());
+                }
+                if let Some(cursor) = &cursor {
+                    out.append_pair("cursor", cursor);
+                }
+                let raw = out.finish();
+                let q = query::<crate::routes::users::PageQuery>(&raw).unwrap();
+                prop_assert_eq!(q.parts(), (limit, cursor.as_deref()));
+            }
+        }
     }
 }

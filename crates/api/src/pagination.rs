@@ -85,4 +85,79 @@ mod tests {
         assert!(limit(Some(101)).is_err());
         assert_eq!(limit(None).unwrap(), 20);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn refused(result: Result<impl std::fmt::Debug, Error>) -> bool {
+            match result {
+                Err(Error::Validation(errors)) => {
+                    errors == vec![FieldError::new("query.cursor", "is not a valid cursor")]
+                }
+                _ => false,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn a_cursor_round_trips(kind in "[a-z_]{1,12}", position in any::<String>()) {
+                prop_assume!(!position.is_empty());
+                let cursor = encode(&kind, &position);
+                prop_assert_eq!(decode(&kind, &cursor).ok(), Some(position));
+                let other = format!("{kind}x");
+                prop_assert!(refused(decode(&other, &cursor)));
+            }
+
+            #[test]
+            fn typed_cursors_round_trip(id in any::<u128>(), n in any::<i64>()) {
+                let id = uuid::Uuid::from_u128(id);
+                prop_assert_eq!(
+                    decode_uuid("users", Some(&encode("users", &id.to_string()))).ok(),
+                    Some(Some(id))
+                );
+                prop_assert_eq!(
+                    decode_i64("audit", Some(&encode("audit", &n.to_string()))).ok(),
+                    Some(Some(n))
+                );
+                prop_assert!(refused(decode_uuid("notes", Some(&encode("users", &id.to_string())))));
+                prop_assert!(refused(decode_i64("audit", Some(&encode("audit", &id.to_string())))));
+            }
+
+            /// Any text either decodes, and then is exactly the cursor this module would have
+            /// written for that position, or is refused naming `query.cursor`.
+            #[test]
+            fn arbitrary_cursors_decode_or_are_refused(
+                cursor in prop_oneof![any::<String>(), "[A-Za-z0-9_=+/-]{0,48}"],
+            ) {
+                for kind in ["users", "notes", "audit"] {
+                    match decode(kind, &cursor) {
+                        Ok(position) => prop_assert_eq!(encode(kind, &position), cursor.clone()),
+                        Err(e) => prop_assert!(refused(Err::<(), _>(e))),
+                    }
+                    let uuid = decode_uuid(kind, Some(&cursor));
+                    prop_assert!(uuid.is_ok() || refused(uuid));
+                    let n = decode_i64(kind, Some(&cursor));
+                    prop_assert!(n.is_ok() || refused(n));
+                }
+            }
+
+            #[test]
+            fn a_tampered_cursor_is_refused_or_another_canonical_cursor(
+                position in "[0-9a-f-]{1,36}",
+                at in any::<prop::sample::Index>(),
+                with in "[A-Za-z0-9_=+/!-]",
+            ) {
+                let cursor = encode("users", &position);
+                let i = at.index(cursor.len());
+                let tampered = format!("{}{with}{}", &cursor[..i], &cursor[i + 1..]);
+                match decode("users", &tampered) {
+                    Ok(p) => prop_assert_eq!(encode("users", &p), tampered),
+                    Err(e) => prop_assert!(refused(Err::<(), _>(e))),
+                }
+            }
+        }
+    }
 }

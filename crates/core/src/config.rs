@@ -1476,4 +1476,107 @@ mod tests {
             ["https://a.example", "http://localhost:3000"]
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Variables whose values the property below draws at random: one of each kind of
+        /// parser (address, duration, list of networks, origins, number, boolean, enum, key,
+        /// URL).
+        const VARIABLES: &[&str] = &[
+            "RAMPART_ENV",
+            "RAMPART_BIND",
+            "RAMPART_ACCESS_TOKEN_TTL",
+            "RAMPART_REFRESH_TOKEN_TTL",
+            "RAMPART_SESSION_MAX_AGE",
+            "RAMPART_TRUSTED_PROXIES",
+            "RAMPART_ALLOWED_ORIGINS",
+            "RAMPART_DB_POOL_SIZE",
+            "RAMPART_COOKIE_SECURE",
+            "RAMPART_JWT_ALG",
+            "RAMPART_LOG_FORMAT",
+            "RAMPART_LOCKOUT_SCOPE",
+            "RAMPART_DATA_KEY",
+            "RAMPART_PUBLIC_URL",
+            "DATABASE_URL",
+            "REDIS_URL",
+        ];
+
+        /// Anything, or something close enough to a real value to reach the deeper checks.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[0-9]{0,25}[smhdx]?",
+                "[0-9a-fA-F:./\\[\\], ]{0,40}",
+                "(https?|postgres|sqlite|redis)://[a-z0-9.:@/?=-]{0,30}",
+                "[A-Za-z0-9+/=_-]{0,60}",
+                "(true|false|yes|no|on|off|0|1|production|development|json|pretty|RS256|EdDSA|ip|email|email_ip)",
+            ]
+        }
+
+        fn unit_secs(unit: &str) -> u64 {
+            match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                _ => 86_400,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn parse_duration_never_panics(raw in any::<String>()) {
+                let _ = parse_duration(&raw);
+            }
+
+            #[test]
+            fn parse_duration_never_panics_on_near_misses(raw in "[ 0-9smhdSMHD+-]{0,30}") {
+                let _ = parse_duration(&raw);
+            }
+
+            #[test]
+            fn parse_duration_round_trips_every_unit(
+                n in any::<u64>(),
+                unit in prop::sample::select(vec!["", "s", "m", "h", "d"]),
+            ) {
+                let expected = n.checked_mul(unit_secs(unit)).map(Duration::from_secs);
+                prop_assert_eq!(parse_duration(&format!("{n}{unit}")), expected);
+                prop_assert_eq!(parse_duration(&format!(" {n}{unit}\t")), expected);
+            }
+
+            #[test]
+            fn parse_duration_round_trips_in_range(
+                n in 0u64..=u64::MAX / 86_400,
+                unit in prop::sample::select(vec!["", "s", "m", "h", "d"]),
+            ) {
+                prop_assert_eq!(
+                    parse_duration(&format!("{n}{unit}")),
+                    Some(Duration::from_secs(n * unit_secs(unit)))
+                );
+            }
+
+            #[test]
+            fn load_never_panics_and_names_the_variable_of_every_problem(
+                values in prop::collection::vec(prop::option::of(value()), VARIABLES.len()),
+            ) {
+                let pairs: Vec<(&str, &str)> = VARIABLES
+                    .iter()
+                    .zip(&values)
+                    .filter_map(|(name, v)| v.as_deref().map(|v| (*name, v)))
+                    .collect();
+                if let Err(problems) = load(&pairs) {
+                    prop_assert!(!problems.is_empty());
+                    for line in &problems {
+                        prop_assert!(
+                            KNOWN.iter().any(|name| line.starts_with(&format!("{name}: "))),
+                            "{line:?} does not start with a variable's name"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
