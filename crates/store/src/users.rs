@@ -95,7 +95,26 @@ const GRANT_ROLE: &str = "INSERT INTO user_roles (user_id, role_id) VALUES ($1, 
 /// `Conflict("email already registered")`, and nothing is written.
 pub async fn create(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Result<User> {
     let mut tx = db.begin().await?;
-    with_tx!(&mut tx, conn => {
+    insert_in(&mut tx, user, &[USER_ROLE_ID]).await?;
+    crate::audit::append(&mut tx, audit, user.now_ms).await?;
+    tx.commit().await?;
+    Ok(User {
+        id: user.id,
+        email: user.email.as_str().to_owned(),
+        display_name: user.display_name.as_str().to_owned(),
+        status: UserStatus::Active,
+        roles: vec!["user".to_owned()],
+        mfa_enabled: false,
+        created_at_ms: user.now_ms,
+        updated_at_ms: user.now_ms,
+    })
+}
+
+/// Inserts `user` (active) with `roles`, inside the caller's transaction: the one place a
+/// user row is created, so registration and `admin create` share the unique-email rule
+/// (`Conflict("email already registered")`, nothing written).
+async fn insert_in(tx: &mut Tx, user: &NewUser<'_>, roles: &[Uuid]) -> Result<()> {
+    with_tx!(tx, conn => {
         sqlx::query(INSERT_USER)
             .bind(DbUuid(user.id))
             .bind(user.email.as_str())
@@ -112,27 +131,18 @@ pub async fn create(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Resul
         Error::Conflict(_) => Error::Conflict("email already registered".to_owned()),
         other => other,
     })?;
-    with_tx!(&mut tx, conn => {
-        sqlx::query(GRANT_ROLE)
-            .bind(DbUuid(user.id))
-            .bind(DbUuid(USER_ROLE_ID))
-            .execute(&mut *conn)
-            .await
-            .map(|done| done.rows_affected())
-    })
-    .db_context("granting the user role")?;
-    crate::audit::append(&mut tx, audit, user.now_ms).await?;
-    tx.commit().await?;
-    Ok(User {
-        id: user.id,
-        email: user.email.as_str().to_owned(),
-        display_name: user.display_name.as_str().to_owned(),
-        status: UserStatus::Active,
-        roles: vec!["user".to_owned()],
-        mfa_enabled: false,
-        created_at_ms: user.now_ms,
-        updated_at_ms: user.now_ms,
-    })
+    for role_id in roles {
+        with_tx!(tx, conn => {
+            sqlx::query(GRANT_ROLE)
+                .bind(DbUuid(user.id))
+                .bind(DbUuid(*role_id))
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .db_context("granting a role")?;
+    }
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -563,34 +573,7 @@ pub async fn find_by_email(db: &Db, email_normalized: &str) -> Result<Option<Use
 /// `Conflict("email already registered")` and nothing is written. Never promotes.
 pub async fn create_admin(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Result<User> {
     let mut tx = db.begin().await?;
-    with_tx!(&mut tx, conn => {
-        sqlx::query(INSERT_USER)
-            .bind(DbUuid(user.id))
-            .bind(user.email.as_str())
-            .bind(user.email.normalized())
-            .bind(user.password_hash)
-            .bind(user.display_name.as_str())
-            .bind(user.now_ms)
-            .execute(&mut *conn)
-            .await
-            .map(|done| done.rows_affected())
-    })
-    .db_context("inserting a user")
-    .map_err(|err| match err {
-        Error::Conflict(_) => Error::Conflict("email already registered".to_owned()),
-        other => other,
-    })?;
-    for role_id in [USER_ROLE_ID, ADMIN_ROLE_ID] {
-        with_tx!(&mut tx, conn => {
-            sqlx::query(GRANT_ROLE)
-                .bind(DbUuid(user.id))
-                .bind(DbUuid(role_id))
-                .execute(&mut *conn)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .db_context("granting a role")?;
-    }
+    insert_in(&mut tx, user, &[USER_ROLE_ID, ADMIN_ROLE_ID]).await?;
     let view = get_in(&mut tx, user.id).await?.ok_or(Error::NotFound)?;
     let event = audit
         .clone()
