@@ -2,7 +2,8 @@
 //! what the server really answers: every response object has its required `description`
 //! (OpenAPI 3.1), and the status codes the route policies and the body checks send are
 //! listed on every operation they apply to — derived from the document itself, so a new
-//! route cannot forget them.
+//! route cannot forget them. Likewise strict JSON (contract §1): every operation with a
+//! request body refuses an unknown field and a duplicate key with 400 naming it.
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
