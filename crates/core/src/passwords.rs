@@ -846,16 +846,58 @@ mod tests {
         }
     }
 
+    /// The dummy hash is a full hash of the configured parameters, in the form `verify`
+    /// takes to the end, and `verify_dummy` costs what a real verification costs: a dummy
+    /// that were rejected before hashing (or hashed at another cost) would make unknown
+    /// emails answer measurably faster than known ones.
     #[test]
     fn dummy_verification_runs_the_configured_cost() {
-        let hasher = fast();
-        assert!(
-            hasher
-                .dummy_phc
-                .starts_with("$argon2id$v=19$m=256,t=1,p=1$")
+        // Not the test default, so a dummy of fixed or default parameters fails.
+        let params = HashParams {
+            m_kib: 2 * 1024,
+            t: 2,
+            p: 2,
+        };
+        let hasher = PasswordHasher::new(params).unwrap();
+        let dummy = PasswordHash::new(&hasher.dummy_phc).unwrap();
+        let dummy_params = Params::try_from(&dummy).unwrap();
+        assert_eq!(dummy.algorithm.as_str(), Algorithm::Argon2id.as_str());
+        assert_eq!(dummy.version, Some(Version::V0x13.into()));
+        assert_eq!(
+            HashParams {
+                m_kib: dummy_params.m_cost(),
+                t: dummy_params.t_cost(),
+                p: dummy_params.p_cost(),
+            },
+            params
         );
-        hasher.verify_dummy("violet-harbor-lamp");
-        hasher.verify_dummy("");
+        assert_eq!(dummy.hash.unwrap().len(), OUTPUT_LEN);
+        assert!(dummy.salt.unwrap().len() >= argon2::RECOMMENDED_SALT_LEN);
+        // Timing: the fastest of a few runs, so load on the machine only makes each
+        // side slower, never the dummy faster. A rejected-early dummy takes microseconds
+        // against milliseconds.
+        let real = hasher.hash("violet-harbor-lamp").unwrap();
+        let fastest = |run: &dyn Fn()| {
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    run();
+                    start.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let known = fastest(&|| {
+            assert_eq!(
+                hasher.verify("a wrong password", &real),
+                Verification::Invalid
+            );
+        });
+        let unknown = fastest(&|| hasher.verify_dummy("a wrong password"));
+        assert!(
+            unknown * 2 >= known,
+            "dummy verification {unknown:?}, real verification {known:?}"
+        );
     }
 
     #[test]

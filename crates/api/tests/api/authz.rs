@@ -226,6 +226,7 @@ async fn every_protected_route_refuses_without_token_or_permission(backend: Back
         .iter()
         .filter(|e| e.action == "authz.denied")
         .collect();
+    assert_ne!(denied, 0, "no route needs a permission a member lacks");
     assert_eq!(denials.len(), denied);
     assert!(
         denials
@@ -575,12 +576,15 @@ async fn last_holder_of_roles_assign_is_protected(backend: Backend) {
         )
         .await;
     assert_eq!(delete.status(), 204);
-    // Now `second` is the last one: removing admin from it via a third party is refused too.
+    // `third` holds roles:assign (and roles:write) through `assigner`; `second` through
+    // `admin`.
     let third = app.new_session("third").await;
     let assign = app
-        .make_role("assigner", &["roles:assign", "notes:read"])
+        .make_role(
+            "assigner",
+            &["roles:assign", "roles:write", "roles:read", "notes:read"],
+        )
         .await;
-    let _ = assign;
     app.grant_roles(&third.user_id, &["assigner"]).await;
     let r = app
         .call(
@@ -590,16 +594,54 @@ async fn last_holder_of_roles_assign_is_protected(backend: Backend) {
             Some(json!({"roles": ["user"]})),
         )
         .await;
-    // `third` holds roles:assign through `assigner`, so `second` losing admin is allowed…
+    // Another holder remains (`third`), so `second` losing admin is allowed…
     assert_eq!(r.status(), 200);
-    // …but `third` disabling its own last holder role via a role edit is not.
+    assert_eq!(r.json::<Value>().await.unwrap()["roles"], json!(["user"]));
+    // …and takes effect at once: `second` may no longer read roles.
+    problem(
+        app.get_auth("/api/v1/rbac/roles", &second.access).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // Now `third` is the last holder: a role edit that would take roles:assign from it is
+    // refused, and so is deleting the role that grants it.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/rbac/roles/{assign}"),
+            &third.access,
+            Some(json!({"permissions": ["roles:write", "roles:read", "notes:read"]})),
+        )
+        .await;
+    problem(r, 403, "forbidden").await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rbac/roles/{assign}"),
+            &third.access,
+            None,
+        )
+        .await;
+    problem(r, 403, "forbidden").await;
+    // The role is unchanged: it still grants roles:assign.
     let roles: Value = app
-        .get_auth("/api/v1/rbac/roles", &second.access)
+        .get_auth("/api/v1/rbac/roles", &third.access)
         .await
         .json()
         .await
         .unwrap();
-    let _ = roles;
+    let assigner: Vec<&Value> = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] == assign.as_str())
+        .collect();
+    assert_eq!(assigner.len(), 1, "{roles}");
+    assert_eq!(
+        assigner[0]["permissions"],
+        json!(["notes:read", "roles:assign", "roles:read", "roles:write"])
+    );
     app.finish().await;
 }
 
@@ -1290,45 +1332,48 @@ async fn audit_api_filters_and_paginates(backend: Backend) {
             .iter()
             .all(|i| i["action"] == "auth.register")
     );
-    let by_actor: Value = app
-        .get_auth(
-            &format!("/api/v1/audit/events?actorId={}", member.user_id),
-            &admin.access,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    // The actor and target filters answer exactly the stored events that match, newest
+    // first; both are non-empty here (the member's registration and denial).
+    let stored = app.audit_events().await;
+    let newest_first = |keep: &dyn Fn(&rampart_core::audit::AuditRecord) -> bool| {
+        let mut ids: Vec<String> = stored
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| e.id.to_string())
+            .collect();
+        ids.reverse();
+        ids
+    };
+    let member_id = uuid::Uuid::parse_str(&member.user_id).unwrap();
+    let by_actor_expected = newest_first(&|e| e.actor_id == Some(member_id));
+    let by_target_expected = newest_first(&|e| e.target_id.as_deref() == Some(&member.user_id));
     assert!(
-        by_actor["items"]
+        stored
+            .iter()
+            .any(|e| e.actor_id == Some(member_id) && e.action == "authz.denied")
+    );
+    for (filter, expected) in [
+        (format!("actorId={}", member.user_id), by_actor_expected),
+        (format!("targetId={}", member.user_id), by_target_expected),
+    ] {
+        assert!(!expected.is_empty(), "{filter}: no stored event matches");
+        let page: Value = app
+            .get_auth(
+                &format!("/api/v1/audit/events?{filter}&limit=100"),
+                &admin.access,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page["items"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|i| i["actorId"] == member.user_id.as_str())
-    );
-    assert!(
-        by_actor["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i["action"] == "authz.denied")
-    );
-    let by_target: Value = app
-        .get_auth(
-            &format!("/api/v1/audit/events?targetId={}", member.user_id),
-            &admin.access,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        by_target["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["targetId"] == member.user_id.as_str())
-    );
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, expected, "{filter}");
+    }
     let future = "2999-01-01T00:00:00Z";
     let none: Value = app
         .get_auth(

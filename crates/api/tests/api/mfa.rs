@@ -151,6 +151,14 @@ fn decoded(mail: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// A reset confirm refused for its token: 400 `validation_failed` with exactly one error,
+/// naming `token` (not the password, not the body).
+async fn refused_token(r: reqwest::Response) {
+    let doc = problem(r, 400, "validation_failed").await;
+    assert_eq!(doc["errors"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["errors"][0]["field"], "token", "{doc}");
+}
+
 pub(crate) fn reset_token(mail: &str) -> String {
     let body = decoded(mail);
     let start = body.find("reset-password?token=").expect("link") + "reset-password?token=".len();
@@ -362,6 +370,7 @@ async fn parallel_wrong_codes_across_tokens_of_one_email_are_limited(backend: Ba
 }
 
 async fn parallel_guesses_cannot_exceed_five_codes_per_token(backend: Backend) {
+    const GUESSES: usize = 20;
     let app = TestApp::spawn_with(
         backend,
         &[("RAMPART_LOGIN_MAX_FAILURES", "1000")],
@@ -370,35 +379,46 @@ async fn parallel_guesses_cannot_exceed_five_codes_per_token(backend: Backend) {
     .await;
     let e = app.enrol("parallel").await;
     let token = app.mfa_token(&e.session.email, PASSWORD).await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(GUESSES));
     let mut tasks = Vec::new();
-    for i in 0..20 {
+    for i in 0..GUESSES {
         let client = app.client.clone();
         let url = app.url("/api/v1/auth/mfa/verify");
         let token = token.clone();
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
-            client
+            barrier.wait().await;
+            let r = client
                 .post(url)
                 .json(&json!({"mfaToken": token, "code": format!("{:06}", 100_000 + i)}))
                 .send()
                 .await
-                .unwrap()
-                .status()
-                .as_u16()
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body["code"].as_str().unwrap().to_owned())
         }));
     }
+    let mut checked = 0;
+    let mut refused = 0;
     for t in tasks {
-        assert_eq!(t.await.unwrap(), 401);
+        match t.await.unwrap() {
+            (401, code) if code == "invalid_credentials" => checked += 1,
+            // The token is dead once its fifth wrong code is reserved: refused unchecked.
+            (401, code) if code == "unauthenticated" => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
     }
-    let checked = app
+    // Exactly five codes were checked against the token, whatever the interleaving; the
+    // rest were refused without a check.
+    assert_eq!((checked, refused), (5, GUESSES - 5));
+    let failed = app
         .audit_events()
         .await
         .iter()
         .filter(|e| e.action == "auth.mfa_failed")
         .count();
-    assert!(
-        checked <= 5,
-        "{checked} codes were checked against one token"
-    );
+    assert_eq!(failed, 5, "auth.mfa_failed events for one token");
     app.finish().await;
 }
 
@@ -809,8 +829,7 @@ async fn password_reset_end_to_end(backend: Backend) {
             json!({"token": token, "newPassword": "yet another passphrase 8"}),
         )
         .await;
-    let doc = problem(r, 400, "validation_failed").await;
-    assert_eq!(doc["errors"][0]["field"], "token");
+    refused_token(r).await;
     let events = app.audit_events().await;
     assert!(
         events
@@ -847,10 +866,10 @@ async fn password_reset_tokens_expire_and_are_superseded(backend: Backend) {
     let first = reset_token(&app.wait_for_mail(1).await[0]);
     request().await;
     let second = reset_token(&app.wait_for_mail(2).await[1]);
-    problem(confirm(first).await, 400, "validation_failed").await;
+    refused_token(confirm(first).await).await;
     // 30 minutes.
     app.clock.advance(time::Duration::minutes(31));
-    problem(confirm(second).await, 400, "validation_failed").await;
+    refused_token(confirm(second).await).await;
     // A password change invalidates outstanding tokens.
     request().await;
     let third = reset_token(&app.wait_for_mail(3).await[2]);
@@ -875,7 +894,7 @@ async fn password_reset_tokens_expire_and_are_superseded(backend: Backend) {
             .await;
         assert_eq!(r.status(), 204);
     }
-    problem(confirm(third).await, 400, "validation_failed").await;
+    refused_token(confirm(third).await).await;
     app.finish().await;
 }
 

@@ -2,18 +2,21 @@
 //! what the server really answers: every response object has its required `description`
 //! (OpenAPI 3.1), and the status codes the route policies and the body checks send are
 //! listed on every operation they apply to — derived from the document itself, so a new
-//! route cannot forget them.
+//! route cannot forget them. Likewise strict JSON (contract §1): every operation with a
+//! request body refuses an unknown field and a duplicate key with 400 naming it.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp, problem};
+use crate::identity::Session;
 
 backend_tests!(
     every_response_has_a_description,
     every_operation_documents_what_its_policy_and_body_can_answer,
     every_operation_with_a_body_answers_415_as_documented,
+    every_operation_with_a_body_refuses_unknown_fields_and_duplicate_keys,
 );
 
 /// Every operation of the document as (method, path, operation object).
@@ -144,6 +147,214 @@ async fn every_operation_with_a_body_answers_415_as_documented(backend: Backend)
         "POST /api/v1/auth/register",
         "POST /api/v1/auth/password-reset/request",
         "POST /api/v1/auth/password-reset/confirm",
+    ] {
+        assert!(sent.iter().any(|o| o == op), "{op} not tried: {sent:?}");
+    }
+    app.finish().await;
+}
+
+/// Follows `$ref`s (`#/components/schemas/…`) until a schema that is not a reference.
+fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+    while let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected $ref {reference}"));
+        schema = &doc["components"]["schemas"][name];
+        assert!(!schema.is_null(), "dangling $ref {reference}");
+    }
+    schema
+}
+
+/// The smallest value of the schema's shape: strings "x", integers 1, booleans true,
+/// arrays [], objects with their required properties; a nullable type takes its non-null
+/// alternative, an enum its first value.
+fn minimal(doc: &Value, schema: &Value) -> Value {
+    let schema = resolve(doc, schema);
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    for combinator in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[combinator].as_array() {
+            let option = options
+                .iter()
+                .find(|o| o["type"] != "null")
+                .unwrap_or_else(|| panic!("{combinator} of nulls only: {schema}"));
+            return minimal(doc, option);
+        }
+    }
+    if let Some(parts) = schema["allOf"].as_array() {
+        let mut merged = Map::new();
+        for part in parts {
+            if let Value::Object(fields) = minimal(doc, part) {
+                merged.extend(fields);
+            }
+        }
+        return Value::Object(merged);
+    }
+    let kind = match &schema["type"] {
+        Value::String(kind) => kind.as_str(),
+        Value::Array(kinds) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .unwrap_or_else(|| panic!("no non-null type in {schema}")),
+        _ if schema.get("properties").is_some() => "object",
+        other => panic!("schema without a type: {other} in {schema}"),
+    };
+    match kind {
+        "string" => json!("x"),
+        "integer" | "number" => json!(1),
+        "boolean" => json!(true),
+        "array" => json!([]),
+        "object" => Value::Object(object_fields(doc, schema)),
+        other => panic!("unexpected type {other} in {schema}"),
+    }
+}
+
+/// The required properties of an object schema with their minimal values.
+fn object_fields(doc: &Value, schema: &Value) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for name in schema["required"].as_array().into_iter().flatten() {
+        let name = name.as_str().unwrap();
+        let property = &schema["properties"][name];
+        assert!(
+            !property.is_null(),
+            "required {name} not a property of {schema}"
+        );
+        fields.insert(name.to_owned(), minimal(doc, property));
+    }
+    fields
+}
+
+/// The JSON request body schema of an operation, with its `$ref`s followed.
+fn body_schema<'a>(doc: &'a Value, op: &'a Value) -> &'a Value {
+    let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+    assert!(!schema.is_null(), "a request body that is not JSON: {op}");
+    resolve(doc, schema)
+}
+
+/// Replaces every `{param}` of a path template with `value`.
+fn fill_path(path: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').unwrap() + open;
+        out.push_str(&rest[..open]);
+        out.push_str(value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Contract §1 (strict JSON): every operation of the document with a JSON request body —
+/// found in the document, so a new route cannot be forgotten — answers 400
+/// `validation_failed` to an otherwise valid-shaped body with an unknown field, and to a
+/// body with a duplicate key, before any lookup (a fresh UUID in `{id}` must not give 404)
+/// and before anything is written (no audit event appears).
+async fn every_operation_with_a_body_refuses_unknown_fields_and_duplicate_keys(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin: Session = app.admin_session("strict").await;
+    let doc = document(&app).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let events_before = app.audit_events().await.len();
+    let mut sent = Vec::new();
+    let mut wrong = Vec::new();
+    for (method, path, op) in operations(&doc) {
+        if op.get("requestBody").is_none() {
+            continue;
+        }
+        let schema = body_schema(&doc, &op);
+        let Value::Object(valid) = minimal(&doc, schema) else {
+            panic!("{method} {path}: a request body that is not an object: {schema}");
+        };
+        // The duplicated key is one of the operation's own properties: a required one
+        // where there is one, else the first declared.
+        let (key, value) = match valid.iter().next() {
+            Some((key, value)) => (key.clone(), value.clone()),
+            None => {
+                let (key, property) = schema["properties"]
+                    .as_object()
+                    .and_then(|p| p.iter().next())
+                    .unwrap_or_else(|| panic!("{method} {path}: a body without properties"));
+                (key.clone(), minimal(&doc, property))
+            }
+        };
+        let mut unknown = valid.clone();
+        unknown.insert("zzUnknown".into(), json!(1));
+        let mut rest = valid.clone();
+        rest.remove(&key);
+        let mut duplicate = format!("{{{k}:{value},{k}:{value}", k = json!(key));
+        for (k, v) in &rest {
+            duplicate.push_str(&format!(",{}:{v}", json!(k)));
+        }
+        duplicate.push('}');
+        let public = op["x-rampart-policy"] == "public";
+        let url = app.url(&fill_path(&path, &id));
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        // Each refusal names what it refuses, so a 400 for some other reason (a value
+        // the minimal body gets wrong) cannot pass for it.
+        for (case, body, field) in [
+            (
+                "unknown field",
+                Value::Object(unknown).to_string(),
+                "zzUnknown",
+            ),
+            ("duplicate key", duplicate, key.as_str()),
+        ] {
+            let mut req = app
+                .client
+                .request(m.clone(), &url)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            if !public {
+                req = req.bearer_auth(&admin.access);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            if status != 400 {
+                let text = r.text().await.unwrap();
+                wrong.push(format!("{method} {path} {case} {body} -> {status} {text}"));
+                continue;
+            }
+            let doc = problem(r, 400, "validation_failed").await;
+            let errors = doc["errors"].as_array().unwrap();
+            let fields: Vec<&str> = errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap())
+                .collect();
+            if fields != [field] {
+                wrong.push(format!(
+                    "{method} {path} {case} {body} -> errors {errors:?}"
+                ));
+            }
+        }
+        sent.push(format!("{method} {path}"));
+    }
+    assert_eq!(wrong, Vec::<String>::new(), "bodies not refused with 400");
+    // Nothing was written: no request got as far as an audited change.
+    assert_eq!(app.audit_events().await.len(), events_before);
+    // The admin's session survived every refused request (logout-all, password change…).
+    assert_eq!(
+        app.get_auth("/api/v1/users/me", &admin.access)
+            .await
+            .status(),
+        200
+    );
+    // Every body operation of the document was tried, the known ones among them.
+    let with_body = operations(&doc)
+        .iter()
+        .filter(|(_, _, op)| op.get("requestBody").is_some())
+        .count();
+    assert_eq!(sent.len(), with_body);
+    for op in [
+        "POST /api/v1/auth/login",
+        "POST /api/v1/auth/register",
+        "POST /api/v1/auth/password-reset/confirm",
+        "PATCH /api/v1/users/{id}",
+        "PUT /api/v1/users/{id}/roles",
+        "POST /api/v1/rbac/roles",
+        "PATCH /api/v1/notes/{id}",
     ] {
         assert!(sent.iter().any(|o| o == op), "{op} not tried: {sent:?}");
     }
