@@ -23,8 +23,8 @@ backend_tests!(
 
 /// What a user with MFA on has: TOTP secret, live tokens from an MFA login, and an
 /// `mfaToken` of a second login still waiting for its code.
-struct MfaUser {
-    session: Session,
+pub(crate) struct MfaUser {
+    pub(crate) session: Session,
     secret: Vec<u8>,
     pending_mfa_token: String,
 }
@@ -46,7 +46,7 @@ impl TestApp {
     /// Registers a user and turns its MFA on through the store (test set-up only: the
     /// HTTP enrolment has tests of its own), then logs it in with password and code, and
     /// starts a second login that stops at the `mfaToken`.
-    async fn mfa_user(&self, tag: &str) -> MfaUser {
+    pub(crate) async fn mfa_user(&self, tag: &str) -> MfaUser {
         let registered = self.new_session(tag).await;
         let id = Uuid::parse_str(&registered.user_id).unwrap();
         let secret = rampart_core::totp::generate_secret().unwrap();
@@ -114,7 +114,7 @@ impl TestApp {
         }
     }
 
-    async fn reset_mfa(&self, caller: &Session, user_id: &str) -> reqwest::Response {
+    pub(crate) async fn reset_mfa(&self, caller: &Session, user_id: &str) -> reqwest::Response {
         self.call(
             Method::DELETE,
             &format!("/api/v1/users/{user_id}/mfa"),

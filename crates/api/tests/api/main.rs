@@ -12,4 +12,5 @@ mod identity;
 mod mfa;
 mod openapi;
 mod pipeline;
+mod revocation;
 mod scale;

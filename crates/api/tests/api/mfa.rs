@@ -10,7 +10,7 @@ use crate::backend_tests;
 use crate::harness::{Backend, TestApp, problem};
 use crate::identity::{PASSWORD, Session, refresh_cookie, unique_email};
 
-fn base32_decode(s: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(s: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bits = 0u64;
     let mut n = 0;
@@ -28,10 +28,10 @@ fn base32_decode(s: &str) -> Vec<u8> {
     out
 }
 
-struct Enrolled {
-    session: Session,
-    secret: Vec<u8>,
-    recovery: Vec<String>,
+pub(crate) struct Enrolled {
+    pub(crate) session: Session,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) recovery: Vec<String>,
 }
 
 impl TestApp {
@@ -39,7 +39,7 @@ impl TestApp {
         self.state.clock.now().unix_timestamp()
     }
 
-    fn code_now(&self, secret: &[u8]) -> String {
+    pub(crate) fn code_now(&self, secret: &[u8]) -> String {
         rampart_core::totp::code_at_step(secret, rampart_core::totp::step_of(self.now_secs()))
     }
 
@@ -48,7 +48,7 @@ impl TestApp {
         self.clock.advance(time::Duration::seconds(30));
     }
 
-    async fn enrol(&self, tag: &str) -> Enrolled {
+    pub(crate) async fn enrol(&self, tag: &str) -> Enrolled {
         let session = self.new_session(tag).await;
         let r = self
             .call(
@@ -86,7 +86,7 @@ impl TestApp {
         }
     }
 
-    async fn mfa_token(&self, email: &str, password: &str) -> String {
+    pub(crate) async fn mfa_token(&self, email: &str, password: &str) -> String {
         let r = self.login(email, password).await;
         assert_eq!(r.status(), 200);
         assert!(
@@ -99,7 +99,7 @@ impl TestApp {
         body["mfaToken"].as_str().unwrap().to_owned()
     }
 
-    async fn verify(&self, token: &str, code: &str) -> reqwest::Response {
+    pub(crate) async fn verify(&self, token: &str, code: &str) -> reqwest::Response {
         self.post_json(
             "/api/v1/auth/mfa/verify",
             json!({"mfaToken": token, "code": code}),
