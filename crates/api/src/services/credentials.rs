@@ -178,7 +178,15 @@ pub(crate) async fn check_password(
     let stored_hash = credentials
         .as_ref()
         .map(|c| c.password_hash.expose().clone());
-    let verification = state.hashes.verify(password.clone(), stored_hash).await?;
+    let verification = match state.hashes.verify(password.clone(), stored_hash).await {
+        Ok(verification) => verification,
+        Err(e) => {
+            // Never checked (hashing queue full, 503): the slot goes back, so shed load
+            // cannot fill a victim's window without a single guess being tried.
+            attempt.release(state).await?;
+            return Err(e);
+        }
+    };
     let usable = credentials
         .as_ref()
         .filter(|c| !c.deleted && c.status == UserStatus::Active);
@@ -250,10 +258,18 @@ pub(crate) async fn reauthenticate(
         attempt.release(state).await?;
         return Err(Error::Unauthenticated);
     };
-    let verification = state
+    let verification = match state
         .hashes
         .verify(password, Some(credentials.password_hash.expose().clone()))
-        .await?;
+        .await
+    {
+        Ok(verification) => verification,
+        Err(e) => {
+            // Never checked: give the slot back (see `check_password`).
+            attempt.release(state).await?;
+            return Err(e);
+        }
+    };
     if !verification.is_valid() {
         attempt
             .failed(state, meta, Some(user.user_id), failure_action)

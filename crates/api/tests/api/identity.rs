@@ -1,5 +1,6 @@
 //! Identity and sessions (contract §4, §5 `/me`) over real HTTP, on both stores.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Response;
@@ -211,6 +212,7 @@ backend_tests!(
     login_and_register_rate_limits_per_ip,
     outdated_and_bcrypt_hashes_are_upgraded,
     full_hash_queue_answers_503,
+    shed_logins_give_their_lockout_slot_back,
     patch_me_updates_display_name,
     audit_records_auth_events_without_secrets,
     unknown_and_known_email_take_similar_time,
@@ -1185,6 +1187,75 @@ async fn full_hash_queue_answers_503(backend: Backend) {
         }
     }
     assert!(unavailable > 0, "a full queue must shed load");
+    app.finish().await;
+}
+
+/// An attempt is reserved before the check (contract §4), but a login shed with 503
+/// because the hashing queue is full was never checked: it gives its slot back, so shed
+/// load cannot fill an email's window (and lock its owner out) without a guess being tried.
+async fn shed_logins_give_their_lockout_slot_back(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("RAMPART_HASH_WORKERS", "1"),
+            ("RAMPART_HASH_QUEUE", "1"),
+            ("RAMPART_ARGON2_MEMORY_KIB", "8192"),
+            ("RAMPART_ARGON2_ITERATIONS", "3"),
+            ("RAMPART_LOGIN_RATE_PER_MINUTE", "1000"),
+            ("RAMPART_LOGIN_MAX_FAILURES", "100"),
+        ],
+        utoipa_axum::router::OpenApiRouter::new(),
+    )
+    .await;
+    let email = unique_email("shed");
+    let barrier = Arc::new(tokio::sync::Barrier::new(12));
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (client, url, email, barrier) = (
+            app.client.clone(),
+            app.url("/api/v1/auth/login"),
+            email.clone(),
+            barrier.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            client
+                .post(url)
+                .json(&json!({"email": email, "password": "not the password!"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut checked = 0_i64;
+    let mut shed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            401 => checked += 1,
+            503 => shed += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(shed > 0, "the queue never filled: nothing was shed");
+    const FAILURES: &str = "SELECT failures FROM lockouts WHERE key = $1";
+    let counted: i64 = match &app.state.db {
+        rampart_store::Db::Sqlite(pool) => {
+            sqlx::query_scalar(FAILURES)
+                .bind(&email)
+                .fetch_one(pool)
+                .await
+        }
+        rampart_store::Db::Postgres(pool) => {
+            sqlx::query_scalar(FAILURES)
+                .bind(&email)
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .unwrap();
+    assert_eq!(counted, checked, "{shed} shed logins kept their slots");
     app.finish().await;
 }
 
