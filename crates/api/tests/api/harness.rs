@@ -148,6 +148,17 @@ impl TestApp {
         env: &[(&str, &str)],
         extra: OpenApiRouter<AppState>,
     ) -> Self {
+        Self::spawn_sharing(backend, env, extra, None).await
+    }
+
+    /// Like [`Self::spawn_with`]; with `shared`, the new app runs on that clock and data
+    /// key set instead of its own, as instances of one deployment do (see `sibling`).
+    pub async fn spawn_sharing(
+        backend: Backend,
+        env: &[(&str, &str)],
+        extra: OpenApiRouter<AppState>,
+        shared: Option<(Arc<OffsetClock>, rampart_core::crypto::DataKeys)>,
+    ) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let db_handle = TestDb::create(backend).await;
         let keys_dir = tempfile::tempdir().unwrap();
@@ -192,14 +203,16 @@ impl TestApp {
             rampart_store::Redis::connect_lazy(url.expose(), &config.redis_prefix).unwrap()
         });
         let deadline = config.shutdown_timeout;
-        let clock = Arc::new(OffsetClock::default());
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        let data_keys = rampart_core::crypto::DataKeys::new(
-            rampart_core::crypto::DataKey::from_bytes(key),
-            Vec::new(),
-        );
+        let (clock, data_keys) = shared.unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            let data_keys = rampart_core::crypto::DataKeys::new(
+                rampart_core::crypto::DataKey::from_bytes(key),
+                Vec::new(),
+            );
+            (Arc::new(OffsetClock::default()), data_keys)
+        });
         let mailer =
             rampart_store::mail::Mailer::from_config(None, &config.mail_outbox, &config.mail_from)
                 .unwrap();

@@ -22,8 +22,9 @@ backend_tests!(
 );
 
 impl TestApp {
-    /// Another instance of the same deployment: same database, signing keys and Redis
-    /// prefix, its own state and caches.
+    /// Another instance of the same deployment: same database, signing keys, data keys and
+    /// Redis prefix, its own state and caches. It shares this app's clock too, as machines
+    /// kept in time by NTP do: a test that moves one moves both.
     pub async fn sibling(&self, backend: Backend, env: &[(&str, &str)]) -> TestApp {
         let config = &self.state.config;
         let keys = config.jwt_keys_dir.display().to_string();
@@ -36,11 +37,12 @@ impl TestApp {
             all.push(("REDIS_URL", url.expose()));
         }
         all.extend_from_slice(env);
-        TestApp::spawn_with(backend, &all, OpenApiRouter::new()).await
+        let shared = (self.clock.clone(), (*self.state.data_keys).clone());
+        TestApp::spawn_sharing(backend, &all, OpenApiRouter::new(), Some(shared)).await
     }
 
     /// Waits until `/health/ready` is 200 (with Redis: subscribed to invalidations).
-    async fn until_ready(&self) {
+    pub(crate) async fn until_ready(&self) {
         for _ in 0..200 {
             if self.get("/health/ready").await.status() == 200 {
                 return;

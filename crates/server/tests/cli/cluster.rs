@@ -22,8 +22,10 @@ use crate::support::{
 };
 
 const PASSWORD: &str = "cluster test passphrase 41";
-/// The contract's bound: a change made on one instance is seen by the others this soon.
-const BOUND: Duration = Duration::from_secs(1);
+/// A change made on one instance is refused by the others this soon ("at once, on every
+/// instance", contract §4 and §6; issue 11 sets the bound). Their caches expire after a
+/// second on their own, so only the change's announcement meets it.
+const BOUND: Duration = Duration::from_millis(100);
 /// How long a poll waits for a change before the test fails (only a failing product waits
 /// this long).
 const GIVE_UP: Duration = Duration::from_secs(10);
@@ -276,7 +278,7 @@ async fn the_global_rate_limit_is_one_budget_across_instances() {
 }
 
 #[tokio::test]
-async fn a_logout_on_one_instance_is_refused_by_the_others_within_a_second() {
+async fn a_logout_on_one_instance_is_refused_by_the_others_within_100_ms() {
     let Some(cluster) = Cluster::start(&[]).await else {
         return;
     };
@@ -301,7 +303,7 @@ async fn a_logout_on_one_instance_is_refused_by_the_others_within_a_second() {
 }
 
 #[tokio::test]
-async fn logout_all_and_a_password_change_reach_every_instance_within_a_second() {
+async fn logout_all_and_a_password_change_reach_every_instance_within_100_ms() {
     let Some(cluster) = Cluster::start(&[]).await else {
         return;
     };
@@ -374,7 +376,7 @@ async fn logout_all_and_a_password_change_reach_every_instance_within_a_second()
 }
 
 #[tokio::test]
-async fn role_changes_on_one_instance_are_enforced_by_the_others_within_a_second() {
+async fn role_changes_on_one_instance_are_enforced_by_the_others_within_100_ms() {
     let Some(cluster) = Cluster::start(&[]).await else {
         return;
     };
@@ -584,7 +586,7 @@ async fn lockout_is_shared_by_all_instances() {
 }
 
 #[tokio::test]
-async fn an_admin_ending_access_on_one_instance_is_enforced_by_the_others_within_a_second() {
+async fn an_admin_ending_access_on_one_instance_is_enforced_by_the_others_within_100_ms() {
     let Some(cluster) = Cluster::start(&[]).await else {
         return;
     };
