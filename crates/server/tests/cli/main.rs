@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod audit;
 mod cluster;
+mod crash;
 mod data_keys;
 mod keys;
 mod least_privilege;
