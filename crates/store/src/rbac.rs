@@ -749,6 +749,8 @@ pub async fn delete_role(db: &Db, id: Uuid, now_ms: i64, audit: &NewAuditEvent) 
 
 const SELECT_ROLE_IDS: &str = "SELECT id, name FROM roles";
 const SELECT_USER_ROLE_IDS: &str = "SELECT role_id FROM user_roles WHERE user_id = $1";
+const SELECT_USER_ROLE_NAMES: &str = "SELECT r.name FROM user_roles ur \
+     JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1 ORDER BY r.name";
 const SELECT_ACTIVE_ROLE_GRANTS: &str = "SELECT rp.permission FROM role_permissions rp \
      JOIN permissions p ON p.name = rp.permission \
      WHERE rp.role_id = $1 AND p.retired_at_ms IS NULL";
@@ -762,7 +764,9 @@ const TOUCH_LIVE_USER: &str =
 /// role, `NotFound` for a missing or deleted user, `Forbidden` when the change would leave
 /// no active user holding `roles:assign` or when a role the user gains grants a permission
 /// `grantor` (when given) does not hold (see the module docs); nothing is written in any
-/// of these cases.
+/// of these cases. The event's `details` get `from` and `to`: the user's role names as this
+/// transaction found and left them (sorted), so concurrent changes of one user each record
+/// the change they made.
 pub async fn set_user_roles(
     db: &Db,
     grantor: Option<Uuid>,
@@ -804,6 +808,13 @@ pub async fn set_user_roles(
     if touched == 0 {
         return Err(Error::NotFound);
     }
+    let from: Vec<String> = with_tx!(&mut tx, conn => {
+        sqlx::query_scalar(SELECT_USER_ROLE_NAMES)
+            .bind(DbUuid(user_id))
+            .fetch_all(&mut *conn)
+            .await
+    })
+    .db_context("reading a user's roles")?;
     if grantor.is_some() {
         let current: Vec<DbUuid> = with_tx!(&mut tx, conn => {
             sqlx::query_scalar(SELECT_USER_ROLE_IDS)
@@ -853,7 +864,17 @@ pub async fn set_user_roles(
     let user = crate::users::view_in(&mut tx, user_id)
         .await?
         .ok_or(Error::NotFound)?;
-    crate::audit::append(&mut tx, audit, now_ms).await?;
+    let to: BTreeSet<&str> = roles.iter().map(String::as_str).collect();
+    let mut details = match &audit.details {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    details.insert("from".to_owned(), serde_json::json!(from));
+    details.insert("to".to_owned(), serde_json::json!(to));
+    let audit = audit
+        .clone()
+        .with_details(serde_json::Value::Object(details));
+    crate::audit::append(&mut tx, &audit, now_ms).await?;
     tx.commit().await?;
     Ok(user)
 }

@@ -215,16 +215,18 @@ pub async fn set_roles(
                 .collect(),
         ));
     }
-    let target = users::get(&state.db, id).await?.ok_or(Error::NotFound)?;
+    if users::get(&state.db, id).await?.is_none() {
+        return Err(Error::NotFound);
+    }
     if id == caller.user_id {
         return Err(Error::Forbidden);
     }
-    // The store refuses, under its lock, a newly granted permission the caller lacks.
+    // The store refuses, under its lock, a newly granted permission the caller lacks, and
+    // writes the event's `from` and `to` as its transaction saw them.
     let event = meta
         .event("user.roles_changed", Outcome::Success)
         .with_actor(caller.user_id)
-        .with_target("user", id.to_string())
-        .with_details(serde_json::json!({"from": target.roles, "to": names}));
+        .with_target("user", id.to_string());
     let user = rbac::set_user_roles(
         &state.db,
         Some(caller.user_id),

@@ -31,6 +31,7 @@ backend_tests!(
     the_only_admin_keeps_admin_until_a_second_one_exists,
     the_only_source_of_roles_assign_cannot_lose_it,
     concurrent_removals_of_two_admins_leave_exactly_one,
+    concurrent_role_changes_of_one_user_each_record_the_change_they_made,
 );
 
 /// The `notes` feature without `notes:read_any`.
@@ -745,4 +746,52 @@ async fn concurrent_removals_of_two_admins_leave_exactly_one(db: Db) {
         );
     }
     assert_chain_intact(&db).await;
+}
+
+/// Two role changes of one user released together: whatever order they commit in, each
+/// `user.roles_changed` starts where the one before it ended (`from` is read inside the
+/// changing transaction, not before it), and the last `to` is what the user holds.
+async fn concurrent_role_changes_of_one_user_each_record_the_change_they_made(db: Db) {
+    const ROUNDS: usize = 10;
+    sync(&db).await;
+    create_role(&db, "left", &[]).await;
+    create_role(&db, "right", &[]).await;
+    let user = create_user(&db, "swinging@example.org").await;
+    for _ in 0..ROUNDS {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let tasks: Vec<_> = [["user", "left"], ["user", "right"]]
+            .into_iter()
+            .map(|roles| {
+                let (db, barrier) = (db.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    set_roles(&db, user.id, &roles).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    // Newest first as listed: reversed into chain (commit) order.
+    let changes: Vec<(Vec<String>, Vec<String>)> = all_events(&db)
+        .await
+        .into_iter()
+        .rev()
+        .filter(|e| e.action == "user.roles_changed")
+        .map(|e| {
+            let details: serde_json::Value = serde_json::from_str(&e.details).unwrap();
+            let names = |v: &serde_json::Value| -> Vec<String> {
+                serde_json::from_value(v.clone()).unwrap()
+            };
+            (names(&details["from"]), names(&details["to"]))
+        })
+        .collect();
+    assert_eq!(changes.len(), 2 * ROUNDS);
+    assert_eq!(changes[0].0, strings(&["user"]));
+    for pair in changes.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1, "{changes:?}");
+    }
+    let held = users::get(&db, user.id).await.unwrap().unwrap().roles;
+    assert_eq!(changes.last().unwrap().1, held);
 }
