@@ -8,6 +8,7 @@ pub mod extract;
 pub mod invalidation;
 pub mod jobs;
 pub mod middleware;
+pub mod owned;
 pub mod pagination;
 pub mod problem;
 pub mod routes;

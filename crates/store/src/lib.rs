@@ -44,6 +44,7 @@ pub mod lockout;
 pub mod mail;
 pub mod mfa;
 pub mod notes;
+pub mod owned;
 pub mod purge;
 pub mod rbac;
 pub mod resets;

@@ -4,7 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rampart_store::notes::Note;
+use rampart_store::notes::{Note, NotePatch};
+use rampart_store::owned::Owned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,31 +14,25 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::owned::{Needs, Resource, resource};
 use crate::pagination;
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
 use crate::routes::users::PageQuery;
-use crate::routing::{Policy, route};
 use crate::services::meta::RequestMeta;
 use crate::services::notes as service;
 use crate::state::AppState;
 
+pub const NOTES: Resource<Note, NotePatch> =
+    resource!("notes", "note", rampart_store::notes::TABLE);
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(route(
-            Policy::Permission("notes:write"),
-            routes!(create_note),
-        ))
-        .routes(route(Policy::Permission("notes:read"), routes!(list_notes)))
-        .routes(route(Policy::Permission("notes:read"), routes!(get_note)))
-        .routes(route(
-            Policy::Permission("notes:write"),
-            routes!(update_note),
-        ))
-        .routes(route(
-            Policy::Permission("notes:write"),
-            routes!(delete_note),
-        ))
+        .routes(NOTES.route(Needs::Write, routes!(create_note)))
+        .routes(NOTES.route(Needs::Read, routes!(list_notes)))
+        .routes(NOTES.route(Needs::Read, routes!(get_note)))
+        .routes(NOTES.route(Needs::Write, routes!(update_note)))
+        .routes(NOTES.route(Needs::Write, routes!(delete_note)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -52,13 +47,13 @@ pub struct NoteResponse {
     updated_at: String,
 }
 
-impl From<&Note> for NoteResponse {
-    fn from(n: &Note) -> Self {
+impl From<&Owned<Note>> for NoteResponse {
+    fn from(n: &Owned<Note>) -> Self {
         Self {
             id: n.id,
             owner_id: n.owner_id,
-            title: n.title.clone(),
-            body: n.body.clone(),
+            title: n.fields.title.clone(),
+            body: n.fields.body.clone(),
             created_at: rfc3339(n.created_at_ms),
             updated_at: rfc3339(n.updated_at_ms),
         }
@@ -99,7 +94,8 @@ async fn create_note(
     caller: AuthUser,
     ApiJson(req): ApiJson<CreateNoteRequest>,
 ) -> Result<Response, ApiError> {
-    let note = service::create(&state, &meta, caller, &req.title, &req.body).await?;
+    let fields = service::new_note(&req.title, &req.body)?;
+    let note = NOTES.create(&state, &meta, caller, fields).await?;
     Ok((StatusCode::CREATED, axum::Json(NoteResponse::from(&note))).into_response())
 }
 
@@ -116,7 +112,7 @@ async fn list_notes(
     let (limit, cursor) = q.parts();
     let limit = pagination::limit(limit)?;
     let after = pagination::decode_uuid("notes", cursor)?;
-    let notes = rampart_store::notes::list_own(&state.db, caller.user_id, limit, after).await?;
+    let notes = NOTES.list_own(&state, caller, after, limit).await?;
     let next_cursor = pagination::next(&notes, limit, "notes", |n| n.id.to_string());
     Ok(axum::Json(NotePage {
         items: notes.iter().map(NoteResponse::from).collect(),
@@ -136,7 +132,7 @@ async fn get_note(
     caller: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<NoteResponse>, ApiError> {
-    let note = service::get(&state, caller, id).await?;
+    let note = NOTES.get(&state, caller, id).await?;
     Ok(axum::Json(NoteResponse::from(&note)))
 }
 
@@ -155,15 +151,8 @@ async fn update_note(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UpdateNoteRequest>,
 ) -> Result<axum::Json<NoteResponse>, ApiError> {
-    let note = service::update(
-        &state,
-        &meta,
-        caller,
-        id,
-        req.title.as_deref(),
-        req.body.as_deref(),
-    )
-    .await?;
+    let patch = service::patch(req.title.as_deref(), req.body.as_deref())?;
+    let note = NOTES.update(&state, &meta, caller, id, patch).await?;
     Ok(axum::Json(NoteResponse::from(&note)))
 }
 
@@ -181,6 +170,6 @@ async fn delete_note(
     caller: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    service::delete(&state, &meta, caller, id).await?;
+    NOTES.delete(&state, &meta, caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

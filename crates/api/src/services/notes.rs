@@ -1,21 +1,13 @@
-//! Notes, the example business module (contract §7): the ownership pattern every module
-//! copies. Ownership is part of the SQL (`store::notes::Scope`), never a check after
-//! loading; another user's note is 404 unless the caller holds `notes:read_any` (read only:
-//! a write is then 403) or `notes:manage_any` (read and write). HTML bodies are sanitised
-//! on write against an allowlist, and the length limit applies to what is stored, after
-//! sanitising (which can grow a body: every link gets a `rel`); titles are plain text.
+//! Notes, the example business module (contract §7): what a note may hold. Ownership and
+//! auditing are the kit's (`crate::owned`). HTML bodies are sanitised on write against an
+//! allowlist, and the length limit applies to what is stored, after sanitising (which can
+//! grow a body: every link gets a `rel`); titles are plain text.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use rampart_core::audit::Outcome;
 use rampart_core::{Error, FieldError, Result};
-use rampart_store::notes::{self, Note, Scope};
-use uuid::Uuid;
-
-use crate::auth::AuthUser;
-use crate::services::meta::RequestMeta;
-use crate::state::AppState;
+use rampart_store::notes::{Note, NotePatch};
 
 pub const TITLE_MAX: usize = 200;
 pub const BODY_MAX: usize = 20_000;
@@ -113,113 +105,26 @@ fn validate(title: Option<&str>, body: Option<&str>) -> Result<Option<String>> {
     }
 }
 
-pub async fn create(
-    state: &AppState,
-    meta: &RequestMeta,
-    caller: AuthUser,
-    title: &str,
-    body: &str,
-) -> Result<Note> {
+/// The note to store for a create request: the title checked, the body checked and
+/// sanitised.
+pub fn new_note(title: &str, body: &str) -> Result<Note> {
     let body = validate(Some(title), Some(body))?.unwrap_or_default();
-    let id = Uuid::now_v7();
-    let event = meta
-        .event("note.created", Outcome::Success)
-        .with_actor(caller.user_id)
-        .with_target("note", id.to_string());
-    notes::create(
-        &state.db,
-        id,
-        caller.user_id,
-        title,
-        &body,
-        state.clock.now_ms(),
-        &event,
-    )
-    .await
+    Ok(Note {
+        title: title.to_owned(),
+        body,
+    })
 }
 
-async fn may(state: &AppState, caller: AuthUser, permission: &str) -> Result<bool> {
-    Ok(state
-        .permissions
-        .get(state, caller.user_id)
-        .await?
-        .contains(permission))
-}
-
-pub async fn get(state: &AppState, caller: AuthUser, id: Uuid) -> Result<Note> {
-    let scope = if may(state, caller, "notes:read_any").await?
-        || may(state, caller, "notes:manage_any").await?
-    {
-        Scope::Any
-    } else {
-        Scope::Owner(caller.user_id)
-    };
-    notes::get(&state.db, id, scope)
-        .await?
-        .ok_or(Error::NotFound)
-}
-
-/// The scope a write runs in: own notes, or any note with `notes:manage_any`. A caller who
-/// may only read others' notes gets 403 for one that exists, 404 otherwise.
-async fn write_scope(state: &AppState, caller: AuthUser, id: Uuid) -> Result<Scope> {
-    if may(state, caller, "notes:manage_any").await? {
-        return Ok(Scope::Any);
-    }
-    if may(state, caller, "notes:read_any").await?
-        && let Some(note) = notes::get(&state.db, id, Scope::Any).await?
-        && note.owner_id != caller.user_id
-    {
-        return Err(Error::Forbidden);
-    }
-    Ok(Scope::Owner(caller.user_id))
-}
-
-pub async fn update(
-    state: &AppState,
-    meta: &RequestMeta,
-    caller: AuthUser,
-    id: Uuid,
-    title: Option<&str>,
-    body: Option<&str>,
-) -> Result<Note> {
+/// The change to apply for an update request: at least one of title and body.
+pub fn patch(title: Option<&str>, body: Option<&str>) -> Result<NotePatch> {
     let sanitized = validate(title, body)?;
     if title.is_none() && body.is_none() {
         return Err(Error::validation("body", "must change title or body"));
     }
-    let scope = write_scope(state, caller, id).await?;
-    let event = meta
-        .event("note.updated", Outcome::Success)
-        .with_actor(caller.user_id)
-        .with_target("note", id.to_string());
-    notes::update(
-        &state.db,
-        id,
-        scope,
-        title,
-        sanitized.as_deref(),
-        state.clock.now_ms(),
-        &event,
-    )
-    .await?
-    .ok_or(Error::NotFound)
-}
-
-pub async fn delete(
-    state: &AppState,
-    meta: &RequestMeta,
-    caller: AuthUser,
-    id: Uuid,
-) -> Result<()> {
-    let scope = write_scope(state, caller, id).await?;
-    let event = meta
-        .event("note.deleted", Outcome::Success)
-        .with_actor(caller.user_id)
-        .with_target("note", id.to_string());
-    if notes::delete(&state.db, id, scope, state.clock.now_ms(), &event).await? {
-        Ok(())
-    } else {
-        Err(Error::NotFound)
-    }
+    Ok(NotePatch {
+        title: title.map(str::to_owned),
+        body: sanitized,
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod lockout;
 mod mail;
 mod mfa;
 mod migrations;
-mod notes;
+mod owned;
 mod purge;
 mod rbac;
 mod redis;

@@ -1,0 +1,191 @@
+//! The owned-resource kit (contract §7): everything an owner-scoped module's routes do
+//! besides parsing their input and shaping their output.
+//!
+//! A module declares a [`Resource`] with [`resource!`] (its feature name, the audit kind of
+//! its objects and its `rampart_store::owned` table) and its handlers call the methods
+//! here. The kit decides the [`Scope`] every store call runs in, from the caller's
+//! permissions as they are now; module code never names a scope, so it cannot widen one:
+//!
+//! - reads: any object with `<feature>:read_any` or `<feature>:manage_any`, else one's own;
+//!   another user's object is 404, like a missing one;
+//! - writes: any object with `<feature>:manage_any`, else one's own; a caller who may only
+//!   read another user's existing object gets 403 (404 when it does not exist);
+//! - lists: one's own objects only, whatever the caller holds;
+//! - creation: owned by the caller, always.
+//!
+//! Each change is audited as `<kind>.created|updated|deleted` with the caller as actor and
+//! the object as target, in the change's transaction.
+
+use rampart_core::audit::{NewAuditEvent, Outcome};
+use rampart_core::{Error, Result};
+use rampart_store::owned::{Bind, Fields, Owned, OwnedTable, Scope};
+use utoipa_axum::router::UtoipaMethodRouter;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::routing::{Policy, route};
+use crate::services::meta::RequestMeta;
+use crate::state::AppState;
+
+/// An owned resource: its feature's permissions, its audit kind and its table.
+pub struct Resource<T: 'static, P: 'static> {
+    /// `notes`: the permissions' prefix and the list cursors' kind.
+    pub feature: &'static str,
+    /// `note`: the audit events' prefix and target type.
+    pub kind: &'static str,
+    pub read: &'static str,
+    pub write: &'static str,
+    pub read_any: &'static str,
+    pub manage_any: &'static str,
+    pub table: OwnedTable<T, P>,
+}
+
+/// `resource!("notes", "note", rampart_store::notes::TABLE)`: the resource whose
+/// permissions are `notes:read`, `notes:write`, `notes:read_any` and `notes:manage_any`.
+macro_rules! resource {
+    ($feature:literal, $kind:literal, $table:expr) => {
+        $crate::owned::Resource {
+            feature: $feature,
+            kind: $kind,
+            read: concat!($feature, ":read"),
+            write: concat!($feature, ":write"),
+            read_any: concat!($feature, ":read_any"),
+            manage_any: concat!($feature, ":manage_any"),
+            table: $table,
+        }
+    };
+}
+pub(crate) use resource;
+
+/// Which of its feature's permissions a route of the resource requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Read,
+    Write,
+}
+
+impl<T: Fields + Bind, P: Bind> Resource<T, P> {
+    /// Declares a route of the resource, policed by its `read` or `write` permission.
+    pub fn route(
+        &self,
+        needs: Needs,
+        routes: UtoipaMethodRouter<AppState>,
+    ) -> UtoipaMethodRouter<AppState> {
+        let permission = match needs {
+            Needs::Read => self.read,
+            Needs::Write => self.write,
+        };
+        route(Policy::Permission(permission), routes)
+    }
+
+    /// Stores `fields` as a new object of the caller.
+    pub async fn create(
+        &self,
+        state: &AppState,
+        meta: &RequestMeta,
+        caller: AuthUser,
+        fields: T,
+    ) -> Result<Owned<T>> {
+        let id = Uuid::now_v7();
+        let event = self.event(meta, caller, "created", id);
+        let now_ms = state.clock.now_ms();
+        let db = &state.db;
+        self.table
+            .create(db, id, caller.user_id, &fields, now_ms, &event)
+            .await
+    }
+
+    /// At most `limit` of the caller's own objects, after the id `after`.
+    pub async fn list_own(
+        &self,
+        state: &AppState,
+        caller: AuthUser,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Owned<T>>> {
+        let own = Scope::Owner(caller.user_id);
+        self.table.list(&state.db, own, after, limit).await
+    }
+
+    /// The object `id`, if the caller may read it; else 404.
+    pub async fn get(&self, state: &AppState, caller: AuthUser, id: Uuid) -> Result<Owned<T>> {
+        let scope = self
+            .scope(state, caller, &[self.read_any, self.manage_any])
+            .await?;
+        let found = self.table.get(&state.db, id, scope).await?;
+        found.ok_or(Error::NotFound)
+    }
+
+    /// Applies `patch` to the object `id`, if the caller may change it.
+    pub async fn update(
+        &self,
+        state: &AppState,
+        meta: &RequestMeta,
+        caller: AuthUser,
+        id: Uuid,
+        patch: P,
+    ) -> Result<Owned<T>> {
+        let scope = self.scope(state, caller, &[self.manage_any]).await?;
+        let event = self.event(meta, caller, "updated", id);
+        let now_ms = state.clock.now_ms();
+        let db = &state.db;
+        match self
+            .table
+            .update(db, id, scope, &patch, now_ms, &event)
+            .await?
+        {
+            Some(updated) => Ok(updated),
+            None => Err(self.refusal(state, caller, id).await?),
+        }
+    }
+
+    /// Deletes the object `id`, if the caller may change it.
+    pub async fn delete(
+        &self,
+        state: &AppState,
+        meta: &RequestMeta,
+        caller: AuthUser,
+        id: Uuid,
+    ) -> Result<()> {
+        let scope = self.scope(state, caller, &[self.manage_any]).await?;
+        let event = self.event(meta, caller, "deleted", id);
+        let now_ms = state.clock.now_ms();
+        if self
+            .table
+            .delete(&state.db, id, scope, now_ms, &event)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.refusal(state, caller, id).await?)
+        }
+    }
+
+    /// The only place a scope is decided: `Any` for a caller holding one of `overrides`
+    /// now, else the caller's own objects.
+    async fn scope(&self, state: &AppState, caller: AuthUser, overrides: &[&str]) -> Result<Scope> {
+        let held = state.permissions.get(state, caller.user_id).await?;
+        if overrides.iter().any(|p| held.contains(*p)) {
+            Ok(Scope::Any)
+        } else {
+            Ok(Scope::Owner(caller.user_id))
+        }
+    }
+
+    /// Why a write in the caller's scope matched nothing: 403 when the object exists and
+    /// the caller may read it (`read_any`) but not change it, else 404.
+    async fn refusal(&self, state: &AppState, caller: AuthUser, id: Uuid) -> Result<Error> {
+        if self.scope(state, caller, &[self.read_any]).await? == Scope::Any
+            && self.table.get(&state.db, id, Scope::Any).await?.is_some()
+        {
+            return Ok(Error::Forbidden);
+        }
+        Ok(Error::NotFound)
+    }
+
+    fn event(&self, meta: &RequestMeta, caller: AuthUser, what: &str, id: Uuid) -> NewAuditEvent {
+        meta.event(&format!("{}.{what}", self.kind), Outcome::Success)
+            .with_actor(caller.user_id)
+            .with_target(self.kind, id.to_string())
+    }
+}
