@@ -23,6 +23,7 @@ use utoipa_axum::router::UtoipaMethodRouter;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
+use crate::pagination::{self, Page, PageQuery};
 use crate::routing::{Policy, route};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
@@ -95,16 +96,19 @@ impl<T: Fields + Bind, P: Bind> Resource<T, P> {
             .await
     }
 
-    /// At most `limit` of the caller's own objects, after the id `after`.
-    pub async fn list_own(
+    /// A page of the caller's own objects, oldest first (whatever else they may read).
+    pub async fn list<R>(
         &self,
         state: &AppState,
         caller: AuthUser,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Owned<T>>> {
+        query: &PageQuery,
+    ) -> Result<Page<R>>
+    where
+        R: for<'a> From<&'a Owned<T>>,
+    {
         let own = Scope::Owner(caller.user_id);
-        self.table.list(&state.db, own, after, limit).await
+        let fetch = async |after, limit| self.table.list(&state.db, own, after, limit).await;
+        pagination::by_id(query, self.feature, fetch, |row| row.id).await
     }
 
     /// The object `id`, if the caller may read it; else 404.

@@ -1,10 +1,63 @@
 //! Cursor pagination (contract §5): `limit` 1–100 (default 20) and an opaque `cursor`.
 //! Cursors are base64url of `<kind>:<position>`; a cursor of another list or a tampered
-//! one is `validation_failed` for `query.cursor`, never a 500.
+//! one is `validation_failed` for `query.cursor`, never a 500. A list route takes a
+//! [`PageQuery`] and answers a [`Page`]; [`by_id`] is the whole of a list keyed by UUIDv7
+//! ids (creation order).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rampart_core::{Error, FieldError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The query of a paginated list.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1–100, default 20.
+    limit: Option<u32>,
+    /// Opaque; from a previous page's `nextCursor`.
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parts(&self) -> (Option<u32>, Option<&str>) {
+        (self.limit, self.cursor.as_deref())
+    }
+}
+
+/// One page of a list: `{"items": […], "nextCursor": null | "…"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when there may be more: pass it as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// The list helper for rows keyed by a UUIDv7 id: checks `query`'s limit and cursor (a
+/// cursor of list `kind` only), fetches at most `limit` rows after the cursor's id with
+/// `fetch(after, limit)`, and pages them as `T`.
+pub async fn by_id<R, T>(
+    query: &PageQuery,
+    kind: &str,
+    fetch: impl AsyncFnOnce(Option<Uuid>, u32) -> Result<Vec<R>, Error>,
+    id: impl Fn(&R) -> Uuid,
+) -> Result<Page<T>, Error>
+where
+    T: for<'r> From<&'r R>,
+{
+    let (limit, cursor) = query.parts();
+    let limit = self::limit(limit)?;
+    let after = decode_uuid(kind, cursor)?;
+    let rows = fetch(after, limit).await?;
+    Ok(Page {
+        next_cursor: next(&rows, limit, kind, |r| id(r).to_string()),
+        items: rows.iter().map(T::from).collect(),
+    })
+}
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod fields;
 pub mod keys;
 pub mod net;
 pub mod passwords;

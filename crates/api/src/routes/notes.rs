@@ -1,9 +1,12 @@
-//! `/api/v1/notes` (contract §7): the example business module. Copy this module (and
-//! `services::notes`, `store::notes`) to add your own; see docs/adding-a-module.md.
+//! `/api/v1/notes` (contract §7): the example owned module, built on the kit
+//! (`crate::owned`, `rampart_store::owned`): the kit owns ownership, auditing and paging;
+//! this module declares its fields and routes. See docs/adding-a-module.md.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use rampart_core::fields::{AllValid, Field, Html, PlainText};
+use rampart_core::{Error, Result};
 use rampart_store::notes::{Note, NotePatch};
 use rampart_store::owned::Owned;
 use serde::{Deserialize, Serialize};
@@ -15,16 +18,17 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::owned::{Needs, Resource, resource};
-use crate::pagination;
+use crate::pagination::{Page, PageQuery};
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
-use crate::routes::users::PageQuery;
 use crate::services::meta::RequestMeta;
-use crate::services::notes as service;
 use crate::state::AppState;
 
 pub const NOTES: Resource<Note, NotePatch> =
     resource!("notes", "note", rampart_store::notes::TABLE);
+
+type Title = PlainText<200>;
+type Body = Html<20_000>;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,87 +64,103 @@ impl From<&Owned<Note>> for NoteResponse {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NotePage {
-    items: Vec<NoteResponse>,
-    next_cursor: Option<String>,
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNoteRequest {
-    /// Plain text, at most 200 characters.
+    /// Plain text, 1–200 characters.
+    #[schema(max_length = 200)]
     title: String,
     /// HTML, at most 20 000 characters; sanitised to an allowlist.
+    #[schema(max_length = 20000)]
     body: String,
+}
+
+impl CreateNoteRequest {
+    fn parse(&self) -> Result<Note> {
+        let (title, body) = (
+            Title::parse(&self.title, "title"),
+            Body::parse(&self.body, "body"),
+        )
+            .all_valid()?;
+        Ok(Note {
+            title: title.into(),
+            body: body.into(),
+        })
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNoteRequest {
+    #[schema(max_length = 200)]
     title: Option<String>,
+    #[schema(max_length = 20000)]
     body: Option<String>,
+}
+
+impl UpdateNoteRequest {
+    fn parse(&self) -> Result<NotePatch> {
+        let (title, body) = (
+            Title::parse_optional(self.title.as_deref(), "title"),
+            Body::parse_optional(self.body.as_deref(), "body"),
+        )
+            .all_valid()?;
+        if title.is_none() && body.is_none() {
+            return Err(Error::validation("body", "must change title or body"));
+        }
+        Ok(NotePatch {
+            title: title.map(String::from),
+            body: body.map(String::from),
+        })
+    }
 }
 
 /// Create a note owned by the caller.
 #[utoipa::path(post, path = "/api/v1/notes", tag = "notes", request_body = CreateNoteRequest,
-    responses((status = 201, description = "Created", body = NoteResponse), (status = 400, description = "Invalid input"),
-        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks notes:write")),
+    responses((status = 201, description = "Created", body = NoteResponse)),
     security(("bearer" = [])))]
 async fn create_note(
     State(state): State<AppState>,
     meta: RequestMeta,
     caller: AuthUser,
     ApiJson(req): ApiJson<CreateNoteRequest>,
-) -> Result<Response, ApiError> {
-    let fields = service::new_note(&req.title, &req.body)?;
-    let note = NOTES.create(&state, &meta, caller, fields).await?;
-    Ok((StatusCode::CREATED, axum::Json(NoteResponse::from(&note))).into_response())
+) -> Result<(StatusCode, Json<NoteResponse>), ApiError> {
+    let note = NOTES.create(&state, &meta, caller, req.parse()?).await?;
+    Ok((StatusCode::CREATED, Json(NoteResponse::from(&note))))
 }
 
 /// The caller's own notes, oldest first.
 #[utoipa::path(get, path = "/api/v1/notes", tag = "notes", params(PageQuery),
-    responses((status = 200, description = "A page of notes", body = NotePage), (status = 400, description = "Bad limit, cursor or parameter"),
-        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks notes:read")),
+    responses((status = 200, description = "A page of notes", body = Page<NoteResponse>),
+        (status = 400, description = "Bad limit, cursor or parameter")),
     security(("bearer" = [])))]
 async fn list_notes(
     State(state): State<AppState>,
     caller: AuthUser,
     ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<axum::Json<NotePage>, ApiError> {
-    let (limit, cursor) = q.parts();
-    let limit = pagination::limit(limit)?;
-    let after = pagination::decode_uuid("notes", cursor)?;
-    let notes = NOTES.list_own(&state, caller, after, limit).await?;
-    let next_cursor = pagination::next(&notes, limit, "notes", |n| n.id.to_string());
-    Ok(axum::Json(NotePage {
-        items: notes.iter().map(NoteResponse::from).collect(),
-        next_cursor,
-    }))
+) -> Result<Json<Page<NoteResponse>>, ApiError> {
+    Ok(Json(NOTES.list(&state, caller, &q).await?))
 }
 
 /// One note: the caller's own, or any with `notes:read_any` / `notes:manage_any`.
 #[utoipa::path(get, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")),
     responses((status = 200, description = "The note", body = NoteResponse), (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks notes:read"),
         (status = 404, description = "No such note, or another user's")),
     security(("bearer" = [])))]
 async fn get_note(
     State(state): State<AppState>,
     caller: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<axum::Json<NoteResponse>, ApiError> {
+) -> Result<Json<NoteResponse>, ApiError> {
     let note = NOTES.get(&state, caller, id).await?;
-    Ok(axum::Json(NoteResponse::from(&note)))
+    Ok(Json(NoteResponse::from(&note)))
 }
 
 /// Change a note's title or body.
 #[utoipa::path(patch, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")), request_body = UpdateNoteRequest,
-    responses((status = 200, description = "Updated", body = NoteResponse), (status = 400, description = "Invalid input"),
-        (status = 401, description = "Unauthenticated"),
+    responses((status = 200, description = "Updated", body = NoteResponse),
         (status = 403, description = "Lacks notes:write, or may only read this note"),
         (status = 404, description = "No such note, or another user's")),
     security(("bearer" = [])))]
@@ -150,17 +170,17 @@ async fn update_note(
     caller: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UpdateNoteRequest>,
-) -> Result<axum::Json<NoteResponse>, ApiError> {
-    let patch = service::patch(req.title.as_deref(), req.body.as_deref())?;
-    let note = NOTES.update(&state, &meta, caller, id, patch).await?;
-    Ok(axum::Json(NoteResponse::from(&note)))
+) -> Result<Json<NoteResponse>, ApiError> {
+    let note = NOTES
+        .update(&state, &meta, caller, id, req.parse()?)
+        .await?;
+    Ok(Json(NoteResponse::from(&note)))
 }
 
 /// Delete a note.
 #[utoipa::path(delete, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")),
     responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Lacks notes:write, or may only read this note"),
         (status = 404, description = "No such note, or another user's")),
     security(("bearer" = [])))]

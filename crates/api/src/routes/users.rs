@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::auth::{AuthUser, VerifiedToken};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination;
+pub use crate::pagination::PageQuery;
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
 use crate::routing::{Policy, route};
@@ -121,22 +122,6 @@ async fn update_me(
     Ok(axum::Json(UserResponse::from(&updated)))
 }
 
-#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1–100, default 20.
-    limit: Option<u32>,
-    /// Opaque; from a previous page's `nextCursor`.
-    cursor: Option<String>,
-}
-
-impl PageQuery {
-    pub fn parts(&self) -> (Option<u32>, Option<&str>) {
-        (self.limit, self.cursor.as_deref())
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserPage {
@@ -168,8 +153,9 @@ async fn list_users(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<UserPage>, ApiError> {
-    let limit = pagination::limit(q.limit)?;
-    let after = pagination::decode_uuid("users", q.cursor.as_deref())?;
+    let (limit, cursor) = q.parts();
+    let limit = pagination::limit(limit)?;
+    let after = pagination::decode_uuid("users", cursor)?;
     let users = rampart_store::users::list(&state.db, limit, after).await?;
     let next_cursor = pagination::next(&users, limit, "users", |u| u.id.to_string());
     Ok(axum::Json(UserPage {

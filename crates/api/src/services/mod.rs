@@ -8,5 +8,4 @@ pub mod auth;
 pub mod credentials;
 pub mod meta;
 pub mod mfa;
-pub mod notes;
 pub mod password_reset;
