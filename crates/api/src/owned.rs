@@ -19,6 +19,7 @@
 use rampart_core::audit::{NewAuditEvent, Outcome};
 use rampart_core::{Error, Result};
 use rampart_store::owned::{Bind, Fields, Owned, OwnedTable, Scope};
+use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa_axum::router::UtoipaMethodRouter;
 use uuid::Uuid;
 
@@ -27,6 +28,10 @@ use crate::pagination::{self, Page, PageQuery};
 use crate::routing::{Policy, route};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
+
+/// The OpenAPI extension marking an owner-scoped operation:
+/// `{"feature": "notes", "kind": "note"}`.
+pub const OWNED_EXTENSION: &str = "x-rampart-owned";
 
 /// An owned resource: its feature's permissions, its audit kind and its table.
 pub struct Resource<T: 'static, P: 'static> {
@@ -66,7 +71,9 @@ pub enum Needs {
 }
 
 impl<T: Fields + Bind, P: Bind> Resource<T, P> {
-    /// Declares a route of the resource, policed by its `read` or `write` permission.
+    /// Declares a route of the resource, policed by its `read` or `write` permission and
+    /// marked owner-scoped in the OpenAPI document ([`OWNED_EXTENSION`]), which puts it
+    /// under the shared ownership contract test (`tests/api/owned.rs`).
     pub fn route(
         &self,
         needs: Needs,
@@ -76,7 +83,30 @@ impl<T: Fields + Bind, P: Bind> Resource<T, P> {
             Needs::Read => self.read,
             Needs::Write => self.write,
         };
-        route(Policy::Permission(permission), routes)
+        let (schemas, mut paths, method_router) = routes;
+        let mark = serde_json::json!({ "feature": self.feature, "kind": self.kind });
+        for item in paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let stamp = ExtensionsBuilder::new()
+                    .add(OWNED_EXTENSION, mark.clone())
+                    .build();
+                match &mut operation.extensions {
+                    Some(existing) => existing.merge(stamp),
+                    None => operation.extensions = Some(stamp),
+                }
+            }
+        }
+        route(
+            Policy::Permission(permission),
+            (schemas, paths, method_router),
+        )
     }
 
     /// Stores `fields` as a new object of the caller.

@@ -20,7 +20,7 @@ backend_tests!(
 );
 
 /// Every operation of the document as (method, path, operation object).
-fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+pub fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     let mut all = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -32,7 +32,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     all
 }
 
-async fn document(app: &TestApp) -> Value {
+pub async fn document(app: &TestApp) -> Value {
     let r = app.get("/openapi.json").await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
@@ -154,7 +154,7 @@ async fn every_operation_with_a_body_answers_415_as_documented(backend: Backend)
 }
 
 /// Follows `$ref`s (`#/components/schemas/…`) until a schema that is not a reference.
-fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+pub fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
     while let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
         let name = reference
             .strip_prefix("#/components/schemas/")
@@ -165,10 +165,10 @@ fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
     schema
 }
 
-/// The smallest value of the schema's shape: strings "x", integers 1, booleans true,
+/// The smallest value of the schema's shape: strings "x" (a URL for `format: uri`), integers 1, booleans true,
 /// arrays [], objects with their required properties; a nullable type takes its non-null
 /// alternative, an enum its first value.
-fn minimal(doc: &Value, schema: &Value) -> Value {
+pub fn minimal(doc: &Value, schema: &Value) -> Value {
     let schema = resolve(doc, schema);
     if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
         return first.clone();
@@ -202,6 +202,7 @@ fn minimal(doc: &Value, schema: &Value) -> Value {
         other => panic!("schema without a type: {other} in {schema}"),
     };
     match kind {
+        "string" if schema["format"] == "uri" => json!("https://example.org/x"),
         "string" => json!("x"),
         "integer" | "number" => json!(1),
         "boolean" => json!(true),
@@ -227,7 +228,7 @@ fn object_fields(doc: &Value, schema: &Value) -> Map<String, Value> {
 }
 
 /// The JSON request body schema of an operation, with its `$ref`s followed.
-fn body_schema<'a>(doc: &'a Value, op: &'a Value) -> &'a Value {
+pub fn body_schema<'a>(doc: &'a Value, op: &'a Value) -> &'a Value {
     let schema = &op["requestBody"]["content"]["application/json"]["schema"];
     assert!(!schema.is_null(), "a request body that is not JSON: {op}");
     resolve(doc, schema)
