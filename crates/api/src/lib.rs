@@ -46,7 +46,6 @@ pub use crate::state::AppState;
         (name = "auth", description = "Registration, login, sessions"),
         (name = "users", description = "Users"),
         (name = "rbac", description = "Roles and permissions"),
-        (name = "notes", description = "Notes: the example business module"),
         (name = "audit", description = "The audit trail"),
     ),
     modifiers(&BearerAuth)
@@ -79,7 +78,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::auth::routes())
         .merge(routes::users::routes())
         .merge(routes::rbac::routes())
-        .merge(routes::notes::routes())
+        .merge(routes::owned())
         .merge(routes::audit::routes())
 }
 

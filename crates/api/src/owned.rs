@@ -19,8 +19,10 @@
 use rampart_core::audit::{NewAuditEvent, Outcome};
 use rampart_core::{Error, Result};
 use rampart_store::owned::{Bind, Fields, Owned, OwnedTable, Scope};
+use utoipa::openapi::OpenApiBuilder;
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa::openapi::tag::TagBuilder;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -71,6 +73,15 @@ pub enum Needs {
 }
 
 impl<T: Fields + Bind, P: Bind> Resource<T, P> {
+    /// The module's router, with its OpenAPI tag (the feature's name).
+    pub fn router(&self, description: &str) -> OpenApiRouter<AppState> {
+        let tag = TagBuilder::new()
+            .name(self.feature)
+            .description(Some(description))
+            .build();
+        OpenApiRouter::with_openapi(OpenApiBuilder::new().tags(Some([tag])).build())
+    }
+
     /// Declares a route of the resource, policed by its `read` or `write` permission and
     /// marked owner-scoped in the OpenAPI document ([`OWNED_EXTENSION`]), which puts it
     /// under the shared ownership contract test (`tests/api/owned.rs`).

@@ -2,9 +2,10 @@
 //! permission and role names, and the anti-escalation rules (contract §5–6).
 //!
 //! Each module declares its feature and its `feature:action` permissions in
-//! [`CATALOGUE`]; `rampart migrate` syncs it into the database, retiring permissions the
-//! code no longer declares (a retired permission grants nothing). The built-in roles are
-//! defined here too: `admin` holds every permission, `user` holds [`USER_DEFAULTS`].
+//! [`CATALOGUE`] (an owned module in one line, with [`owned_feature!`]); `rampart migrate`
+//! syncs it into the database, retiring permissions the code no longer declares (a retired
+//! permission grants nothing). The built-in roles are defined here too: `admin` holds every
+//! permission, `user` holds what each feature grants its members ([`user_defaults`]).
 
 use std::collections::BTreeSet;
 
@@ -23,6 +24,41 @@ pub struct FeatureDef {
     pub name: &'static str,
     pub description: &'static str,
     pub permissions: &'static [PermissionDef],
+    /// The permissions of this feature every member (the built-in `user` role) holds: only
+    /// what they need for their own data; everything else is granted through roles.
+    pub members: &'static [&'static str],
+}
+
+/// The feature of an owned module (contract §7): `<name>:read` and `<name>:write` on one's
+/// own objects, both held by every member, and `<name>:read_any` / `<name>:manage_any` on
+/// anyone's, granted through roles.
+#[macro_export]
+macro_rules! owned_feature {
+    ($name:literal, $description:literal) => {
+        $crate::rbac::FeatureDef {
+            name: $name,
+            description: $description,
+            permissions: &[
+                $crate::rbac::PermissionDef {
+                    name: concat!($name, ":read"),
+                    description: concat!("List and read one's own ", $name),
+                },
+                $crate::rbac::PermissionDef {
+                    name: concat!($name, ":write"),
+                    description: concat!("Create, change and delete one's own ", $name),
+                },
+                $crate::rbac::PermissionDef {
+                    name: concat!($name, ":read_any"),
+                    description: concat!("Read any user's ", $name),
+                },
+                $crate::rbac::PermissionDef {
+                    name: concat!($name, ":manage_any"),
+                    description: concat!("Read, change and delete any user's ", $name),
+                },
+            ],
+            members: &[concat!($name, ":read"), concat!($name, ":write")],
+        }
+    };
 }
 
 pub const USERS: FeatureDef = FeatureDef {
@@ -42,6 +78,7 @@ pub const USERS: FeatureDef = FeatureDef {
             description: "Soft-delete any user",
         },
     ],
+    members: &[],
 };
 
 pub const ROLES: FeatureDef = FeatureDef {
@@ -61,30 +98,10 @@ pub const ROLES: FeatureDef = FeatureDef {
             description: "Assign roles to users",
         },
     ],
+    members: &[],
 };
 
-pub const NOTES: FeatureDef = FeatureDef {
-    name: "notes",
-    description: "Notes (the example business module)",
-    permissions: &[
-        PermissionDef {
-            name: "notes:read",
-            description: "List and read one's own notes",
-        },
-        PermissionDef {
-            name: "notes:write",
-            description: "Create, change and delete one's own notes",
-        },
-        PermissionDef {
-            name: "notes:read_any",
-            description: "Read any user's notes",
-        },
-        PermissionDef {
-            name: "notes:manage_any",
-            description: "Read, change and delete any user's notes",
-        },
-    ],
-};
+pub const NOTES: FeatureDef = owned_feature!("notes", "Notes (the example business module)");
 
 pub const AUDIT: FeatureDef = FeatureDef {
     name: "audit",
@@ -93,13 +110,30 @@ pub const AUDIT: FeatureDef = FeatureDef {
         name: "audit:read",
         description: "Query audit events",
     }],
+    members: &[],
 };
 
-/// Every feature the code declares.
-pub const CATALOGUE: &[FeatureDef] = &[USERS, ROLES, NOTES, AUDIT];
+/// Every feature the code declares, one line each.
+#[rustfmt::skip]
+pub const CATALOGUE: &[FeatureDef] = &[
+    USERS,
+    ROLES,
+    NOTES,
+    AUDIT,
+];
 
-/// What the built-in `user` role holds: a member's own data.
-pub const USER_DEFAULTS: &[&str] = &["notes:read", "notes:write"];
+/// What the built-in `user` role holds: every feature's `members` permissions.
+pub fn user_defaults() -> Vec<&'static str> {
+    members_of(CATALOGUE)
+}
+
+/// The `members` permissions of every feature of `catalogue`.
+pub fn members_of(catalogue: &[FeatureDef]) -> Vec<&'static str> {
+    catalogue
+        .iter()
+        .flat_map(|f| f.members.iter().copied())
+        .collect()
+}
 
 pub const ADMIN_ROLE: &str = "admin";
 pub const USER_ROLE: &str = "user";
@@ -196,10 +230,36 @@ mod tests {
                 assert!(seen.insert(p.name), "duplicate {}", p.name);
             }
         }
-        for p in USER_DEFAULTS {
-            assert!(seen.contains(p));
+        for feature in CATALOGUE {
+            for p in feature.members {
+                assert!(feature.permissions.iter().any(|d| d.name == *p), "{p}");
+            }
         }
+        assert!(user_defaults().iter().all(|p| seen.contains(p)));
         assert!(seen.contains(ROLES_ASSIGN));
+    }
+
+    #[test]
+    fn an_owned_feature_declares_four_permissions_and_grants_members_two() {
+        let names: Vec<(&str, &str)> = NOTES
+            .permissions
+            .iter()
+            .map(|p| (p.name, p.description))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("notes:read", "List and read one's own notes"),
+                ("notes:write", "Create, change and delete one's own notes"),
+                ("notes:read_any", "Read any user's notes"),
+                (
+                    "notes:manage_any",
+                    "Read, change and delete any user's notes"
+                ),
+            ]
+        );
+        assert_eq!(NOTES.members, ["notes:read", "notes:write"]);
+        assert!(user_defaults().starts_with(&["notes:read", "notes:write"]));
     }
 
     #[test]

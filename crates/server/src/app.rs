@@ -13,7 +13,7 @@ use rampart_core::config::{Config, JwtAlg, Sources};
 use rampart_core::crypto::{self, DataKey, DataKeys};
 use rampart_core::keys::{self, KeyStore};
 use rampart_core::passwords::{HashParams, PasswordHasher, PasswordPolicy};
-use rampart_core::rbac::{CATALOGUE, USER_DEFAULTS};
+use rampart_core::rbac::{CATALOGUE, user_defaults};
 use rampart_core::users::{DisplayName, Email, UserStatus};
 use rampart_core::{Clock, SystemClock};
 use rampart_store::mail::Mailer;
@@ -334,7 +334,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// Syncs the permission catalogue the code declares into the database (idempotent).
 async fn sync_permissions(db: &Db) -> anyhow::Result<rampart_store::rbac::SyncReport> {
     let now_ms = SystemClock.now_ms();
-    rampart_store::rbac::sync_catalogue(db, CATALOGUE, USER_DEFAULTS, now_ms)
+    rampart_store::rbac::sync_catalogue(db, CATALOGUE, &user_defaults(), now_ms)
         .await
         .map_err(|e| anyhow::anyhow!("syncing the permission catalogue: {e}"))
 }

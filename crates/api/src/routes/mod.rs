@@ -4,9 +4,25 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod jwks;
-pub mod notes;
 pub mod rbac;
 pub mod users;
+
+/// Declares the owned modules (`crate::owned`), one per line, and [`owned`], which merges
+/// their routes: registering a module is adding its name here.
+macro_rules! owned_modules {
+    ($($module:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// The routes of every owned module.
+        pub fn owned() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
+            utoipa_axum::router::OpenApiRouter::new()$(.merge($module::routes()))+
+        }
+    };
+}
+
+owned_modules! {
+    notes,
+}
 
 /// Epoch milliseconds as an RFC 3339 UTC timestamp with millisecond precision.
 pub fn rfc3339(ms: i64) -> String {

@@ -31,7 +31,8 @@ type Title = PlainText<200>;
 type Body = Html<20_000>;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    NOTES
+        .router("Notes: the example business module")
         .routes(NOTES.route(Needs::Write, routes!(create_note)))
         .routes(NOTES.route(Needs::Read, routes!(list_notes)))
         .routes(NOTES.route(Needs::Read, routes!(get_note)))

@@ -200,7 +200,7 @@ async fn routes_and_policies_match_the_openapi_document(backend: Backend) {
 
 async fn every_protected_route_refuses_without_token_or_permission(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    // A plain member: role `user` (`USER_DEFAULTS`) only.
+    // A plain member: role `user` (`user_defaults()`) only.
     let member = app.new_session("member").await;
     let some_id = uuid::Uuid::now_v7().to_string();
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
@@ -219,7 +219,7 @@ async fn every_protected_route_refuses_without_token_or_permission(backend: Back
         problem(req.send().await.unwrap(), 401, "unauthenticated").await;
         let permission = policy.strip_prefix("permission:");
         if let Some(p) = permission
-            && !rampart_core::rbac::USER_DEFAULTS.contains(&p)
+            && !rampart_core::rbac::user_defaults().contains(&p)
         {
             let r = app
                 .call(m, &url, &member.access, body_for(method, path))
@@ -689,7 +689,7 @@ async fn role_administration(backend: Backend) {
         admin_role["permissions"].as_array().unwrap().len(),
         names.len()
     );
-    let mut defaults = rampart_core::rbac::USER_DEFAULTS.to_vec();
+    let mut defaults = rampart_core::rbac::user_defaults();
     defaults.sort_unstable();
     assert_eq!(user_role["permissions"], json!(defaults));
     for key in [

@@ -194,7 +194,7 @@ impl TestApp {
         rampart_store::rbac::sync_catalogue(
             &db,
             rampart_core::rbac::CATALOGUE,
-            rampart_core::rbac::USER_DEFAULTS,
+            &rampart_core::rbac::user_defaults(),
             0,
         )
         .await

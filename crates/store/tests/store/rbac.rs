@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use rampart_core::Error;
 use rampart_core::rbac::{
-    AUDIT, CATALOGUE, FeatureDef, PermissionDef, ROLES, RoleName, USER_DEFAULTS, USERS,
-    all_permissions,
+    AUDIT, CATALOGUE, FeatureDef, PermissionDef, ROLES, RoleName, USERS, all_permissions,
+    members_of, user_defaults,
 };
 use rampart_core::users::{DisplayName, User, UserStatus};
 use rampart_store::Db;
@@ -52,10 +52,11 @@ const NOTES_WITHOUT_READ_ANY: FeatureDef = FeatureDef {
             description: "Read, change and delete any user's notes",
         },
     ],
+    members: &["notes:read", "notes:write"],
 };
 
 pub async fn sync(db: &Db) -> SyncReport {
-    rbac::sync_catalogue(db, CATALOGUE, USER_DEFAULTS, T0)
+    rbac::sync_catalogue(db, CATALOGUE, &user_defaults(), T0)
         .await
         .unwrap()
 }
@@ -64,6 +65,15 @@ fn all_names() -> Vec<String> {
     let mut names: Vec<String> = all_permissions().map(|p| p.name.to_owned()).collect();
     names.sort();
     names
+}
+
+/// `names` and one more, as a set of permissions.
+fn with(names: &[&str], more: &str) -> BTreeSet<String> {
+    names
+        .iter()
+        .chain([&more])
+        .map(|n| (*n).to_owned())
+        .collect()
 }
 
 fn strings(names: &[&str]) -> Vec<String> {
@@ -118,7 +128,7 @@ async fn sync_seeds_the_catalogue_and_built_in_roles_once(db: Db) {
         }
     );
     assert_eq!(role(&db, ADMIN_ROLE_ID).await.permissions, all_names());
-    let mut defaults = strings(USER_DEFAULTS);
+    let mut defaults = strings(&user_defaults());
     defaults.sort();
     assert_eq!(role(&db, USER_ROLE_ID).await.permissions, defaults);
     assert_eq!(
@@ -167,7 +177,7 @@ async fn sync_retires_what_the_code_dropped_and_brings_it_back(db: Db) {
 
     // The code drops `notes:read_any` and the whole `audit` feature.
     let reduced = [USERS, ROLES, NOTES_WITHOUT_READ_ANY];
-    let report = rbac::sync_catalogue(&db, &reduced, USER_DEFAULTS, T0 + 10)
+    let report = rbac::sync_catalogue(&db, &reduced, &members_of(&reduced), T0 + 10)
         .await
         .unwrap();
     assert_eq!(
@@ -179,10 +189,7 @@ async fn sync_retires_what_the_code_dropped_and_brings_it_back(db: Db) {
     );
     assert_eq!(role(&db, support.id).await.permissions, ["users:read"]);
     let held = rbac::user_permissions(&db, member.id).await.unwrap();
-    assert_eq!(
-        held,
-        BTreeSet::from(["notes:read", "notes:write", "users:read"].map(str::to_owned))
-    );
+    assert_eq!(held, with(&members_of(&reduced), "users:read"));
     let admin = role(&db, ADMIN_ROLE_ID).await.permissions;
     assert!(!admin.contains(&"notes:read_any".to_owned()));
     assert!(!admin.contains(&"audit:read".to_owned()));
@@ -287,7 +294,7 @@ async fn list_permissions_and_roles_are_sorted(db: Db) {
             ("admin", true, all_names().len()),
             ("auditor", false, 2),
             ("support-team", false, 1),
-            ("user", true, USER_DEFAULTS.len()),
+            ("user", true, user_defaults().len()),
         ]
     );
     assert_eq!(roles[1].permissions, ["audit:read", "users:read"]);
@@ -308,14 +315,15 @@ async fn user_permissions_is_the_union_of_active_roles_of_an_active_user(db: Db)
     sync(&db).await;
     create_role(&db, "reader", &["users:read", "notes:read"]).await;
     let user = create_user(&db, "union@example.org").await;
+    let defaults: BTreeSet<String> = strings(&user_defaults()).into_iter().collect();
     assert_eq!(
         rbac::user_permissions(&db, user.id).await.unwrap(),
-        BTreeSet::from(["notes:read", "notes:write"].map(str::to_owned))
+        defaults
     );
     set_roles(&db, user.id, &["user", "reader"]).await.unwrap();
     assert_eq!(
         rbac::user_permissions(&db, user.id).await.unwrap(),
-        BTreeSet::from(["notes:read", "notes:write", "users:read"].map(str::to_owned))
+        with(&user_defaults(), "users:read")
     );
     assert!(
         rbac::user_permissions(&db, Uuid::now_v7())
@@ -512,7 +520,7 @@ async fn update_and_delete_role_refuse_built_in_and_missing_roles(db: Db) {
     );
     assert_eq!(
         rbac::user_permissions(&db, member.id).await.unwrap().len(),
-        USER_DEFAULTS.len()
+        user_defaults().len()
     );
     let again = rbac::delete_role(&db, support.id, T0 + 9, &event("role.deleted")).await;
     assert!(matches!(again, Err(Error::NotFound)), "{again:?}");
