@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use rampart_api::AppState;
 use rampart_core::clock::OffsetClock;
 use rampart_core::config::{Config, JwtAlg, Sources};
@@ -155,6 +156,12 @@ impl TestApp {
         let outbox = keys_dir.path().join("outbox").display().to_string();
         // Tests share one Redis: each app gets its own keys and channel unless told otherwise.
         let redis_prefix = format!("t_{}", uuid::Uuid::new_v4().simple());
+        // A fresh data key (sealed TOTP secrets, recovery-code digests) unless `env` names
+        // one: instances of one deployment share it (`TestApp::sibling`).
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let data_key = base64::engine::general_purpose::STANDARD.encode(key);
         let mut pairs: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &db_handle.url),
             ("RAMPART_BIND", "127.0.0.1:0"),
@@ -165,6 +172,7 @@ impl TestApp {
             ("RAMPART_MAIL_OUTBOX", &outbox),
             ("RAMPART_PUBLIC_URL", "https://app.example"),
             ("RAMPART_REDIS_PREFIX", &redis_prefix),
+            ("RAMPART_DATA_KEY", &data_key),
             // Fast hashing in tests only; the timing test sets the real parameters.
             ("RAMPART_ARGON2_MEMORY_KIB", "64"),
             ("RAMPART_ARGON2_ITERATIONS", "1"),
@@ -193,11 +201,10 @@ impl TestApp {
         });
         let deadline = config.shutdown_timeout;
         let clock = Arc::new(OffsetClock::default());
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         let data_keys = rampart_core::crypto::DataKeys::new(
-            rampart_core::crypto::DataKey::from_bytes(key),
+            rampart_core::crypto::DataKey::from_bytes(
+                *config.data_key.as_ref().expect("set above").expose(),
+            ),
             Vec::new(),
         );
         let mailer =
@@ -309,17 +316,34 @@ pub async fn problem(resp: reqwest::Response, status: u16, code: &str) -> serde_
         headers.get("content-type").unwrap(),
         "application/problem+json"
     );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    check_problem(status, &headers, &body, status, code);
+    body
+}
+
+/// The checks of [`problem`] on an answer already read: `got` with `headers` and `body`
+/// must be a problem document of `status` and `code`.
+pub fn check_problem(
+    got: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &serde_json::Value,
+    status: u16,
+    code: &str,
+) {
+    assert_eq!(got, status, "status: {body}");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
     let request_id = headers
         .get("x-request-id")
         .expect("X-Request-Id on every response")
         .to_str()
-        .unwrap()
-        .to_owned();
-    let body: serde_json::Value = resp.json().await.unwrap();
+        .unwrap();
     assert_eq!(body["type"], "about:blank");
     assert_eq!(body["status"], status);
     assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["requestId"], request_id.as_str());
+    assert_eq!(body["requestId"], request_id);
     assert!(body["title"].is_string());
     assert!(body["detail"].is_string());
     if code == "validation_failed" {
@@ -337,7 +361,6 @@ pub async fn problem(resp: reqwest::Response, status: u16, code: &str) -> serde_
             .unwrap();
         assert!(secs >= 1);
     }
-    body
 }
 
 /// `TEST_REDIS_URL`, or `None` (skip) outside CI.

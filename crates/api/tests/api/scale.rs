@@ -22,15 +22,19 @@ backend_tests!(
 );
 
 impl TestApp {
-    /// Another instance of the same deployment: same database, signing keys and Redis
-    /// prefix, its own state and caches.
+    /// Another instance of the same deployment: same database, signing keys, data key and
+    /// Redis prefix, its own state and caches.
     pub async fn sibling(&self, backend: Backend, env: &[(&str, &str)]) -> TestApp {
+        use base64::Engine;
         let config = &self.state.config;
         let keys = config.jwt_keys_dir.display().to_string();
+        let data_key = base64::engine::general_purpose::STANDARD
+            .encode(config.data_key.as_ref().expect("set by spawn").expose());
         let mut all: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &config.database_url),
             ("RAMPART_JWT_KEYS_DIR", &keys),
             ("RAMPART_REDIS_PREFIX", &config.redis_prefix),
+            ("RAMPART_DATA_KEY", &data_key),
         ];
         if let Some(url) = &config.redis_url {
             all.push(("REDIS_URL", url.expose()));
@@ -40,7 +44,7 @@ impl TestApp {
     }
 
     /// Waits until `/health/ready` is 200 (with Redis: subscribed to invalidations).
-    async fn until_ready(&self) {
+    pub(crate) async fn until_ready(&self) {
         for _ in 0..200 {
             if self.get("/health/ready").await.status() == 200 {
                 return;
