@@ -40,6 +40,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
@@ -48,7 +49,7 @@ use tokio::sync::Barrier;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::harness::{Backend, TestApp, check_problem, problem, redis_url};
-use crate::identity::{PASSWORD, Session, refresh_cookie_in, unique_email};
+use crate::identity::{PASSWORD, Session, refresh_cookie_in, set_hash, unique_email};
 use crate::mfa::{Enrolled, reset_token};
 
 /// Expands each `async fn rule(backend: Backend, spread: Spread)` into three tests.
@@ -171,13 +172,24 @@ impl Cluster {
     where
         F: Fn(usize, &TestApp) -> RequestBuilder,
     {
+        self.race_staggered(count, Duration::ZERO, build).await
+    }
+
+    /// As [`Cluster::race`], but after the barrier the i-th request waits `i × stagger`: the
+    /// requests arrive all through the life of a slower one sent first.
+    async fn race_staggered<F>(&self, count: usize, stagger: Duration, build: F) -> Vec<Answer>
+    where
+        F: Fn(usize, &TestApp) -> RequestBuilder,
+    {
         let barrier = Arc::new(Barrier::new(count));
         let tasks: Vec<_> = (0..count)
             .map(|i| {
                 let request = build(i, self.at(i));
                 let barrier = barrier.clone();
+                let wait = stagger * u32::try_from(i).unwrap();
                 tokio::spawn(async move {
                     barrier.wait().await;
+                    tokio::time::sleep(wait).await;
                     Answer::read(request.send().await.unwrap()).await
                 })
             })
@@ -507,15 +519,30 @@ async fn password_changes_have_one_winner(backend: Backend, spread: Spread) {
 /// of them got works, on any instance; the only session left is the one made with the new
 /// password.
 async fn logins_racing_a_password_change_leave_no_working_token(backend: Backend, spread: Spread) {
-    const LOGINS: usize = 8;
+    const LOGINS: usize = 12;
     let Some(cluster) = Cluster::start(backend, spread, &[NO_LOCKOUT]).await else {
         return;
     };
+    // The password stored at a higher cost than configured (never rehashed, so no write
+    // races the change), so that each check takes a while; and the logins staggered over
+    // the change's life: then some read the old credentials before the change commits and
+    // finish their check after it (on one instance, too: the hashing queue is first come,
+    // first served, and the change's new hash waits behind the checks queued before it).
+    let slow = rampart_core::passwords::PasswordHasher::new(rampart_core::passwords::HashParams {
+        m_kib: 8192,
+        t: 2,
+        p: 1,
+    })
+    .unwrap()
+    .hash(PASSWORD)
+    .unwrap();
     for round in 0..ROUNDS {
         let s = cluster.first().new_session("loginrace").await;
+        set_hash(cluster.first(), &s.email, &slow).await;
         let new = format!("changed passphrase number {round}");
+        let started = std::time::Instant::now();
         let answers = cluster
-            .race(LOGINS + 1, |i, at| {
+            .race_staggered(LOGINS + 1, Duration::from_millis(10), |i, at| {
                 if i == 0 {
                     change_password(at, &s.access, &new)
                 } else {
@@ -538,7 +565,10 @@ async fn logins_racing_a_password_change_leave_no_working_token(backend: Backend
                 _ => a.problem(401, "invalid_credentials"),
             }
         }
-        eprintln!("{backend:?} {spread:?} round {round}: {issued} logins got (dead) tokens");
+        eprintln!(
+            "{backend:?} {spread:?} round {round}: {issued} logins got (dead) tokens, {:?}",
+            started.elapsed()
+        );
         assert_dead(
             &cluster,
             &s.access,
