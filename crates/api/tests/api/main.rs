@@ -12,5 +12,6 @@ mod identity;
 mod mfa;
 mod openapi;
 mod pipeline;
+mod races;
 mod revocation;
 mod scale;
