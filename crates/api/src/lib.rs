@@ -48,6 +48,7 @@ pub use crate::state::AppState;
         (name = "notes", description = "Notes: the example business module"),
         (name = "audit", description = "The audit trail"),
     ),
+    components(schemas(problem::ProblemDocument)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
