@@ -13,6 +13,10 @@ if [ ! -s "$DOC" ]; then
   echo "no OpenAPI document at $DOC (fetch one first: OPENAPI_OUT=$DOC scripts/check-openapi.sh)" >&2
   exit 1
 fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "npm (Node.js 18 or later) is needed to type-check the generated client" >&2
+  exit 1
+fi
 cd clients/typescript
 echo "==> npm ci (openapi-typescript, openapi-fetch, typescript)"
 npm ci --no-audit --no-fund --loglevel=error

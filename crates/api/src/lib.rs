@@ -48,6 +48,7 @@ pub use crate::state::AppState;
         (name = "rbac", description = "Roles and permissions"),
         (name = "audit", description = "The audit trail"),
     ),
+    components(schemas(problem::ProblemDocument)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

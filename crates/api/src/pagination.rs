@@ -17,6 +17,7 @@ use uuid::Uuid;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Opaque; from a previous page's `nextCursor`.
     cursor: Option<String>,

@@ -6,11 +6,89 @@
 //! response (a framework rejection, a 405 from the router, a 413 from the body limit, a
 //! timeout or a caught panic) is turned into a problem document by the same layer, so no
 //! error leaves the server in another shape.
+//!
+//! [`ProblemDocument`] is both what the renderer serialises and the `Problem` schema of the
+//! OpenAPI document (media type [`PROBLEM_MEDIA_TYPE`]), which `crate::routing` attaches to
+//! every 4xx and 5xx response of every operation: the documented shape cannot drift from
+//! the sent one.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rampart_core::{Error, FieldError};
 use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of every problem document (RFC 9457 §3).
+pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
+
+/// The machine-readable codes of contract §1, the only values `code` takes.
+pub const CODES: &[&str] = &[
+    "validation_failed",
+    "unauthenticated",
+    "invalid_credentials",
+    "forbidden",
+    "reauthentication_failed",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "payload_too_large",
+    "uri_too_long",
+    "unsupported_media_type",
+    "rate_limited",
+    "internal_error",
+    "unavailable",
+];
+
+/// An RFC 9457 problem document (contract §1): the body of every non-2xx response.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Problem)]
+pub struct ProblemDocument<'a> {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    kind: &'static str,
+    /// The HTTP reason phrase of `status`.
+    #[schema(example = "Bad Request")]
+    title: &'static str,
+    /// The response's status code.
+    #[schema(minimum = 400, maximum = 599, example = 400)]
+    status: u16,
+    /// A short human sentence.
+    detail: &'a str,
+    /// Machine-readable; one of the contract's codes.
+    #[schema(schema_with = code_schema)]
+    code: &'static str,
+    /// Present only for `validation_failed`: one entry per problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, min_items = 1)]
+    errors: Option<Vec<ValidationIssue<'a>>>,
+    /// The request's `X-Request-Id`.
+    request_id: &'a str,
+    /// Extension members (RFC 9457 §3.2), e.g. `checks` on a failed readiness probe.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    extensions: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// One entry of a `validation_failed` problem's `errors`.
+#[derive(Serialize, ToSchema)]
+pub struct ValidationIssue<'a> {
+    /// A dotted path into the body (`email`, `roles.0`), or `query.<name>`, `path.<name>`,
+    /// `header.<name>`.
+    #[schema(example = "email")]
+    field: &'a str,
+    #[schema(example = "must be a valid email address")]
+    issue: &'a str,
+}
+
+fn code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(CODES.iter().copied()))
+        .description(Some("Machine-readable; one of the contract's codes."))
+        .build()
+}
 
 /// What a problem document says, before the request id is known.
 #[derive(Debug, Clone)]
@@ -26,6 +104,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        debug_assert!(CODES.contains(&code), "problem code {code} is not in CODES");
         Self {
             status,
             code,
@@ -114,27 +193,7 @@ impl Problem {
 
     /// Renders the final document. Called only by the problem middleware.
     pub(crate) fn render(&self, request_id: &str) -> Response {
-        #[derive(Serialize)]
-        struct Entry<'a> {
-            field: &'a str,
-            issue: &'a str,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            title: &'static str,
-            status: u16,
-            detail: &'a str,
-            code: &'static str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            errors: Option<Vec<Entry<'a>>>,
-            request_id: &'a str,
-            #[serde(flatten)]
-            extensions: &'a serde_json::Map<String, serde_json::Value>,
-        }
-        let body = Body {
+        let body = ProblemDocument {
             kind: "about:blank",
             title: self.status.canonical_reason().unwrap_or("Error"),
             status: self.status.as_u16(),
@@ -143,7 +202,7 @@ impl Problem {
             errors: (self.code == "validation_failed").then(|| {
                 self.errors
                     .iter()
-                    .map(|e| Entry {
+                    .map(|e| ValidationIssue {
                         field: &e.field,
                         issue: &e.issue,
                     })
@@ -157,7 +216,7 @@ impl Problem {
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(PROBLEM_MEDIA_TYPE),
         );
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -256,6 +315,33 @@ mod tests {
             if p.code == "validation_failed" {
                 assert!(!p.errors.is_empty());
             }
+        }
+    }
+
+    /// The `code` enum of the `Problem` schema lists every code the mappings produce.
+    #[test]
+    fn every_code_sent_is_in_the_documented_enum() {
+        for status in 400..=599 {
+            let p = Problem::for_status(StatusCode::from_u16(status).unwrap());
+            assert!(CODES.contains(&p.code), "{status} -> {}", p.code);
+        }
+        let errors = [
+            Error::NotFound,
+            Error::Conflict("x".into()),
+            Error::validation("x", "y"),
+            Error::InvalidCredentials,
+            Error::Unauthenticated,
+            Error::Forbidden,
+            Error::ReauthenticationFailed,
+            Error::RateLimited {
+                retry_after_secs: 1,
+            },
+            Error::Unavailable("x"),
+            Error::internal(anyhow::anyhow!("x")),
+        ];
+        for err in &errors {
+            let p = Problem::from(err);
+            assert!(CODES.contains(&p.code), "{err:?} -> {}", p.code);
         }
     }
 }

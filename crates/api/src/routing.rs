@@ -24,7 +24,7 @@ use utoipa_axum::router::UtoipaMethodRouter;
 use crate::extract::{ClientIp, is_json_utf8};
 use crate::middleware::client_ip::UnparsableForwardedFor;
 use crate::middleware::rate_limit::RateLimits;
-use crate::problem::Problem;
+use crate::problem::{PROBLEM_MEDIA_TYPE, Problem};
 use crate::state::AppState;
 
 /// Settings of the post-routing checks, shared by every route.
@@ -111,7 +111,11 @@ enum Checks {
 /// already document the status, the responses the route's checks and extractors send: 400
 /// (an unparsable `X-Forwarded-For` from a trusted proxy; a malformed body), 413 and 415
 /// (no route accepts a body over the limit or one that is not UTF-8 JSON), 429 (the global
-/// limit), 401 (authenticated and permission routes) and 403 (permission routes).
+/// limit), 401 (authenticated and permission routes), 403 (permission routes), and what the
+/// outer pipeline can answer anywhere: 414 (request target too long), 500 and 503 (database
+/// unreachable, request timeout). Then every 4xx and 5xx response gets its body: a
+/// `Problem` as `application/problem+json` (contract §1), with `Retry-After` on 429 and
+/// `WWW-Authenticate` on 401.
 fn document(policy: Policy, checks: Checks, paths: &mut utoipa::openapi::path::Paths) {
     use utoipa::openapi::{RefOr, Response};
     for item in paths.paths.values_mut() {
@@ -171,13 +175,67 @@ fn document(policy: Policy, checks: Checks, paths: &mut utoipa::openapi::path::P
                     format!("The caller lacks the `{permission}` permission"),
                 ));
             }
+            implied.push(("414", "Request target over 2048 bytes".to_owned()));
+            implied.push((
+                "500",
+                "Unexpected error (`internal_error`); the problem names only the request id"
+                    .to_owned(),
+            ));
+            implied.push((
+                "503",
+                "Unavailable: the database does not answer, the request timed out, or (where a \
+                 password is hashed or checked) the hashing queue is full"
+                    .to_owned(),
+            ));
             let responses = &mut operation.responses.responses;
             for (status, description) in implied {
                 responses
                     .entry(status.to_owned())
                     .or_insert_with(|| RefOr::T(Response::new(description)));
             }
+            for (status, response) in responses.iter_mut() {
+                if let RefOr::T(response) = response
+                    && (status.starts_with('4') || status.starts_with('5'))
+                {
+                    document_problem(status, response);
+                }
+            }
         }
+    }
+}
+
+/// Makes an error response's body a `Problem` document, the only body the problem layer
+/// sends: whatever media type an annotation named is replaced.
+fn document_problem(status: &str, response: &mut utoipa::openapi::Response) {
+    use utoipa::openapi::{Content, Header, ObjectBuilder, Ref, RefOr, Type};
+    response.content.clear();
+    response.content.insert(
+        PROBLEM_MEDIA_TYPE.to_owned(),
+        RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))),
+    );
+    let header = match status {
+        "429" => Some((
+            "Retry-After",
+            Header::new(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+            ),
+            "Seconds to wait before trying again",
+        )),
+        "401" => Some((
+            "WWW-Authenticate",
+            Header::new(ObjectBuilder::new().schema_type(Type::String)),
+            "`Bearer`",
+        )),
+        _ => None,
+    };
+    if let Some((name, mut header, description)) = header {
+        header.description = Some(description.to_owned());
+        response
+            .headers
+            .entry(name.to_owned())
+            .or_insert(RefOr::T(header));
     }
 }
 

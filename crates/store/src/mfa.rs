@@ -16,7 +16,8 @@
 //! `totp_last_step` (RFC 6238 §5.2: no code is accepted twice), a recovery code or a
 //! challenge only while `used_at_ms` is NULL. On PostgreSQL a loser waits on the winner's
 //! row lock and re-checks the `WHERE` against the committed row (READ COMMITTED); SQLite
-//! runs writers one at a time.
+//! runs writers one at a time. A login's second step uses its code and its challenge up in
+//! one transaction ([`complete_challenge`]), so a request that loses either spends neither.
 
 use rampart_core::audit::NewAuditEvent;
 use rampart_core::{Error, Result};
@@ -566,4 +567,97 @@ pub async fn consume_challenge(db: &Db, id: Uuid, now_ms: i64) -> Result<bool> {
     })
     .db_context("using an MFA challenge")?;
     Ok(updated > 0)
+}
+
+/// A second factor presented with a login challenge, as [`complete_challenge`] uses it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// A TOTP code, already verified against the secret by the caller: the step it is of.
+    TotpStep(i64),
+    /// A recovery code: the hashes it may be stored under (one per data key), tried in
+    /// order.
+    RecoveryCode(Vec<String>),
+}
+
+/// What [`complete_challenge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The factor and the challenge are both used up: the login may complete.
+    Completed,
+    /// The factor is not usable (a step at or before the last accepted one, MFA off, an
+    /// unknown or used recovery code). Nothing was written.
+    FactorRefused,
+    /// The challenge was used up meanwhile (by a concurrent verification). Nothing was
+    /// written: the factor stays unused.
+    ChallengeUsed,
+}
+
+/// Uses up `factor` of `user_id` and login challenge `id` together, in one transaction, so
+/// that of concurrent verifications exactly one completes and every loser leaves both its
+/// factor and its challenge as they were: a request that loses the challenge keeps its
+/// code, one that loses the code keeps its challenge. The factor is taken first (the
+/// user's row for a TOTP step, a `recovery_codes` row), then the challenge: the order in
+/// which [`disable`] and [`reset`] lock the same rows, so the two never wait on each other
+/// in a cycle.
+pub async fn complete_challenge(
+    db: &Db,
+    id: Uuid,
+    user_id: Uuid,
+    factor: &SecondFactor,
+    now_ms: i64,
+) -> Result<Completion> {
+    let mut tx = db.begin().await?;
+    let factor_used = match factor {
+        SecondFactor::TotpStep(step) => {
+            let updated = with_tx!(&mut tx, conn => {
+                sqlx::query(ACCEPT_STEP)
+                    .bind(DbUuid(user_id))
+                    .bind(*step)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+            .db_context("accepting a TOTP step")?;
+            updated > 0
+        }
+        SecondFactor::RecoveryCode(hashes) => {
+            let mut used = false;
+            for hash in hashes {
+                let updated = with_tx!(&mut tx, conn => {
+                    sqlx::query(USE_RECOVERY_CODE)
+                        .bind(DbUuid(user_id))
+                        .bind(hash)
+                        .bind(now_ms)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|done| done.rows_affected())
+                })
+                .db_context("using a recovery code")?;
+                if updated > 0 {
+                    used = true;
+                    break;
+                }
+            }
+            used
+        }
+    };
+    if !factor_used {
+        tx.rollback().await?;
+        return Ok(Completion::FactorRefused);
+    }
+    let consumed = with_tx!(&mut tx, conn => {
+        sqlx::query(CONSUME_CHALLENGE)
+            .bind(DbUuid(id))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .db_context("using an MFA challenge")?;
+    if consumed == 0 {
+        tx.rollback().await?;
+        return Ok(Completion::ChallengeUsed);
+    }
+    tx.commit().await?;
+    Ok(Completion::Completed)
 }

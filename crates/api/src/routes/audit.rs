@@ -37,6 +37,8 @@ pub struct EventQuery {
     from: Option<String>,
     /// RFC 3339, inclusive.
     to: Option<String>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     cursor: Option<String>,
 }

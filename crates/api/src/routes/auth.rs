@@ -70,8 +70,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegisterRequest {
+    /// At most 254 characters after trimming.
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// At least `RAMPART_PASSWORD_MIN_LENGTH` (default 12) and at most 128 characters,
+    /// not a common password, not containing the email's local part.
     password: String,
+    /// 1–100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     display_name: String,
 }
 
@@ -165,11 +175,11 @@ async fn register(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in; refresh cookie set (or, with MFA on, `MfaRequiredResponse`)", body = LoginResponse),
+        (status = 200, description = "Logged in (`LoginResponse`, refresh cookie set); or, with MFA on, the second step to take (`MfaRequiredResponse`, no cookie)", body = inline(LoginStepResponse)),
         (status = 400, description = "Malformed body, or an email over 254 characters"),
         (status = 401, description = "Wrong email/password pair (invalid_credentials)"),
         (status = 429, description = "Rate limited or email locked out"),
-        (status = 503, description = "Password hashing at capacity"),
+        (status = 503, description = "Password hashing at capacity, the database does not answer, or the request timed out"),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -182,12 +192,14 @@ async fn login(
         service::LoginStep::MfaRequired {
             mfa_token,
             expires_in,
-        } => Ok(axum::Json(MfaRequiredResponse {
-            mfa_required: true,
-            mfa_token,
-            expires_in,
-        })
-        .into_response()),
+        } => Ok(
+            axum::Json(LoginStepResponse::MfaRequired(MfaRequiredResponse {
+                mfa_required: true,
+                mfa_token,
+                expires_in,
+            }))
+            .into_response(),
+        ),
     }
 }
 
@@ -326,6 +338,15 @@ async fn change_password(
         &state,
         StatusCode::NO_CONTENT.into_response(),
     ))
+}
+
+/// The two answers of `POST /login` with 200. Untagged: the document says `oneOf` the two
+/// (told apart by `accessToken` vs `mfaToken`), the body is the variant's own object.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginStepResponse {
+    Complete(LoginResponse),
+    MfaRequired(MfaRequiredResponse),
 }
 
 #[derive(Serialize, ToSchema)]

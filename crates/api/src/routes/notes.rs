@@ -68,10 +68,14 @@ impl From<&Owned<Note>> for NoteResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNoteRequest {
-    /// Plain text, 1–200 characters.
-    #[schema(max_length = 200)]
+    /// Plain text, 1–200 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     title: String,
-    /// HTML, at most 20 000 characters; sanitised to an allowlist.
+    /// HTML, at most 20 000 characters (also once sanitised to an allowlist); no NUL.
     #[schema(max_length = 20000)]
     body: String,
 }
@@ -93,8 +97,14 @@ impl CreateNoteRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNoteRequest {
-    #[schema(max_length = 200)]
+    /// Plain text, 1–200 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     title: Option<String>,
+    /// HTML, at most 20 000 characters (also once sanitised to an allowlist); no NUL.
     #[schema(max_length = 20000)]
     body: Option<String>,
 }

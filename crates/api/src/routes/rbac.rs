@@ -87,7 +87,10 @@ pub struct RoleList {
 #[serde(deny_unknown_fields)]
 pub struct CreateRoleRequest {
     /// `[a-z][a-z0-9_-]{1,49}`
+    #[schema(pattern = r"^[a-z][a-z0-9_-]{1,49}$")]
     name: String,
+    /// At most 500 characters, no control characters.
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     description: String,
     permissions: Vec<String>,
 }
@@ -95,6 +98,8 @@ pub struct CreateRoleRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoleRequest {
+    /// At most 500 characters, no control characters.
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     description: Option<String>,
     permissions: Option<Vec<String>>,
 }

@@ -83,6 +83,12 @@ impl From<&User> for UserResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateMeRequest {
+    /// 1–100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     display_name: String,
 }
 
@@ -132,9 +138,24 @@ pub struct UserPage {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateUserRequest {
+    /// 1–100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     display_name: Option<String>,
     /// `active` or `disabled`; disabling ends every session of the user at once.
+    #[schema(value_type = Option<UserStatusValue>)]
     status: Option<String>,
+}
+
+/// A user's status as the API names it.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum UserStatusValue {
+    Active,
+    Disabled,
 }
 
 #[derive(Deserialize, ToSchema)]

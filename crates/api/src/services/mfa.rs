@@ -9,7 +9,9 @@
 //! - An `mfaToken` is single-use, lives 5 minutes, belongs to one user's password step,
 //!   dies after 5 wrong codes and with any credential change (its epoch); each code is an
 //!   attempt reserved on the email's lockout counter before it is checked, so parallel
-//!   guesses across several tokens of one email are limited like passwords.
+//!   guesses across several tokens of one email are limited like passwords. A right code
+//!   and its token are used up in one transaction: of concurrent verifications one
+//!   completes, and a loser spends neither its code nor its token.
 //! - Enabling needs the password as well as a code; enabling and disabling are
 //!   compare-and-set on the credential epoch the password was checked under, and end every
 //!   other session.
@@ -114,12 +116,18 @@ fn recovery_digests(state: &AppState, user_id: Uuid, normalized: &str) -> Vec<St
     state.data_keys.digests("recovery-code", message.as_bytes())
 }
 
-/// Checks a TOTP or recovery code for `user_id`, consuming it on success.
-async fn check_code(state: &AppState, user_id: Uuid, code: &str) -> Result<bool> {
+/// Recognises `code` as a TOTP code of `user_id` for a step not yet accepted, or as a
+/// recovery code (the hashes it may be stored under); `None` when it cannot be either.
+/// Reads only: the store uses the factor up, or refuses it.
+async fn second_factor(
+    state: &AppState,
+    user_id: Uuid,
+    code: &str,
+) -> Result<Option<mfa::SecondFactor>> {
     let trimmed = code.trim();
     if trimmed.len() == totp::DIGITS && trimmed.bytes().all(|b| b.is_ascii_digit()) {
         let Some((sealed, last_step)) = mfa::totp_state(&state.db, user_id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let id = user_id.to_string();
         // A seal that does not open here (moved from another row, tampered, or under a
@@ -128,21 +136,25 @@ async fn check_code(state: &AppState, user_id: Uuid, code: &str) -> Result<bool>
             Ok(secret) => secret,
             Err(e) => {
                 tracing::error!(error = %e, user = %user_id, "TOTP secret does not decrypt");
-                return Ok(false);
+                return Ok(None);
             }
         };
         let now = state.clock.now().unix_timestamp();
-        return match totp::verify(&secret, trimmed, now, last_step) {
-            Some(step) => mfa::accept_step(&state.db, user_id, step).await,
-            None => Ok(false),
-        };
+        return Ok(totp::verify(&secret, trimmed, now, last_step).map(mfa::SecondFactor::TotpStep));
     }
-    match totp::normalize_recovery_code(code) {
-        Some(normalized) => {
-            // Made under the active key or, during a rotation, an old one.
-            for digest in recovery_digests(state, user_id, &normalized) {
-                if mfa::use_recovery_code(&state.db, user_id, &digest, state.clock.now_ms()).await?
-                {
+    // Made under the active key or, during a rotation, an old one.
+    Ok(totp::normalize_recovery_code(code).map(|normalized| {
+        mfa::SecondFactor::RecoveryCode(recovery_digests(state, user_id, &normalized))
+    }))
+}
+
+/// Checks a TOTP or recovery code for `user_id`, consuming it on success.
+async fn check_code(state: &AppState, user_id: Uuid, code: &str) -> Result<bool> {
+    match second_factor(state, user_id, code).await? {
+        Some(mfa::SecondFactor::TotpStep(step)) => mfa::accept_step(&state.db, user_id, step).await,
+        Some(mfa::SecondFactor::RecoveryCode(hashes)) => {
+            for hash in &hashes {
+                if mfa::use_recovery_code(&state.db, user_id, hash, state.clock.now_ms()).await? {
                     return Ok(true);
                 }
             }
@@ -218,15 +230,34 @@ pub async fn verify_login(
         attempt.release(state).await?;
         return Err(Error::Unauthenticated);
     }
-    if !check_code(state, challenge.user_id, code).await? {
-        attempt
-            .failed(state, meta, Some(challenge.user_id), "auth.mfa_failed")
-            .await?;
-        return Err(Error::InvalidCredentials);
-    }
-    if !mfa::consume_challenge(&state.db, challenge.id, state.clock.now_ms()).await? {
-        attempt.release(state).await?;
-        return Err(Error::Unauthenticated);
+    // The code and the token are used up together: a request that loses the token to a
+    // concurrent verification does not spend its code, and one that loses the code (a
+    // replay) does not spend its token.
+    let completion = match second_factor(state, challenge.user_id, code).await? {
+        Some(factor) => {
+            mfa::complete_challenge(
+                &state.db,
+                challenge.id,
+                challenge.user_id,
+                &factor,
+                state.clock.now_ms(),
+            )
+            .await?
+        }
+        None => mfa::Completion::FactorRefused,
+    };
+    match completion {
+        mfa::Completion::Completed => {}
+        mfa::Completion::FactorRefused => {
+            attempt
+                .failed(state, meta, Some(challenge.user_id), "auth.mfa_failed")
+                .await?;
+            return Err(Error::InvalidCredentials);
+        }
+        mfa::Completion::ChallengeUsed => {
+            attempt.release(state).await?;
+            return Err(Error::Unauthenticated);
+        }
     }
     credentials::start_session(
         state,

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use rampart_api::AppState;
 use rampart_core::clock::OffsetClock;
 use rampart_core::config::{Config, JwtAlg, Sources};
@@ -151,13 +152,13 @@ impl TestApp {
         Self::spawn_sharing(backend, env, extra, None).await
     }
 
-    /// Like [`Self::spawn_with`]; with `shared`, the new app runs on that clock and data
-    /// key set instead of its own, as instances of one deployment do (see `sibling`).
+    /// Like [`Self::spawn_with`]; with `shared_clock`, the new app runs on that clock
+    /// instead of its own, as instances of one deployment do (see `sibling`).
     pub async fn spawn_sharing(
         backend: Backend,
         env: &[(&str, &str)],
         extra: OpenApiRouter<AppState>,
-        shared: Option<(Arc<OffsetClock>, rampart_core::crypto::DataKeys)>,
+        shared_clock: Option<Arc<OffsetClock>>,
     ) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let db_handle = TestDb::create(backend).await;
@@ -166,6 +167,12 @@ impl TestApp {
         let outbox = keys_dir.path().join("outbox").display().to_string();
         // Tests share one Redis: each app gets its own keys and channel unless told otherwise.
         let redis_prefix = format!("t_{}", uuid::Uuid::new_v4().simple());
+        // A fresh data key (sealed TOTP secrets, recovery-code digests) unless `env` names
+        // one: instances of one deployment share it (`TestApp::sibling`).
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let data_key = base64::engine::general_purpose::STANDARD.encode(key);
         let mut pairs: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &db_handle.url),
             ("RAMPART_BIND", "127.0.0.1:0"),
@@ -176,6 +183,7 @@ impl TestApp {
             ("RAMPART_MAIL_OUTBOX", &outbox),
             ("RAMPART_PUBLIC_URL", "https://app.example"),
             ("RAMPART_REDIS_PREFIX", &redis_prefix),
+            ("RAMPART_DATA_KEY", &data_key),
             // Fast hashing in tests only; the timing test sets the real parameters.
             ("RAMPART_ARGON2_MEMORY_KIB", "64"),
             ("RAMPART_ARGON2_ITERATIONS", "1"),
@@ -203,16 +211,13 @@ impl TestApp {
             rampart_store::Redis::connect_lazy(url.expose(), &config.redis_prefix).unwrap()
         });
         let deadline = config.shutdown_timeout;
-        let (clock, data_keys) = shared.unwrap_or_else(|| {
-            let mut key = [0u8; 32];
-            key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-            key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-            let data_keys = rampart_core::crypto::DataKeys::new(
-                rampart_core::crypto::DataKey::from_bytes(key),
-                Vec::new(),
-            );
-            (Arc::new(OffsetClock::default()), data_keys)
-        });
+        let clock = shared_clock.unwrap_or_default();
+        let data_keys = rampart_core::crypto::DataKeys::new(
+            rampart_core::crypto::DataKey::from_bytes(
+                *config.data_key.as_ref().expect("set above").expose(),
+            ),
+            Vec::new(),
+        );
         let mailer =
             rampart_store::mail::Mailer::from_config(None, &config.mail_outbox, &config.mail_from)
                 .unwrap();
@@ -322,17 +327,34 @@ pub async fn problem(resp: reqwest::Response, status: u16, code: &str) -> serde_
         headers.get("content-type").unwrap(),
         "application/problem+json"
     );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    check_problem(status, &headers, &body, status, code);
+    body
+}
+
+/// The checks of [`problem`] on an answer already read: `got` with `headers` and `body`
+/// must be a problem document of `status` and `code`.
+pub fn check_problem(
+    got: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &serde_json::Value,
+    status: u16,
+    code: &str,
+) {
+    assert_eq!(got, status, "status: {body}");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
     let request_id = headers
         .get("x-request-id")
         .expect("X-Request-Id on every response")
         .to_str()
-        .unwrap()
-        .to_owned();
-    let body: serde_json::Value = resp.json().await.unwrap();
+        .unwrap();
     assert_eq!(body["type"], "about:blank");
     assert_eq!(body["status"], status);
     assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["requestId"], request_id.as_str());
+    assert_eq!(body["requestId"], request_id);
     assert!(body["title"].is_string());
     assert!(body["detail"].is_string());
     if code == "validation_failed" {
@@ -350,7 +372,6 @@ pub async fn problem(resp: reqwest::Response, status: u16, code: &str) -> serde_
             .unwrap();
         assert!(secs >= 1);
     }
-    body
 }
 
 /// `TEST_REDIS_URL`, or `None` (skip) outside CI.

@@ -113,7 +113,12 @@ impl TestApp {
 
 /// The refresh token from a response's `Set-Cookie`, if it sets a non-empty one.
 pub fn refresh_cookie(r: &Response) -> Option<String> {
-    r.headers()
+    refresh_cookie_in(r.headers())
+}
+
+/// The refresh token a response with these headers sets, if it sets a non-empty one.
+pub fn refresh_cookie_in(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -14,5 +14,6 @@ mod notes;
 mod openapi;
 mod owned;
 mod pipeline;
+mod races;
 mod revocation;
 mod scale;

@@ -3,20 +3,25 @@
 //! (OpenAPI 3.1), and the status codes the route policies and the body checks send are
 //! listed on every operation they apply to — derived from the document itself, so a new
 //! route cannot forget them. Likewise strict JSON (contract §1): every operation with a
-//! request body refuses an unknown field and a duplicate key with 400 naming it.
+//! request body refuses an unknown field and a duplicate key with 400 naming it. Every 4xx
+//! and 5xx response is documented as a `Problem` (`application/problem+json`), and what the
+//! server really answers — problems and successes, the login's two 200 shapes among them —
+//! matches the schema the document gives for that status and media type.
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp, problem};
-use crate::identity::Session;
+use crate::identity::{PASSWORD, Session, unique_email};
 
 backend_tests!(
     every_response_has_a_description,
     every_operation_documents_what_its_policy_and_body_can_answer,
     every_operation_with_a_body_answers_415_as_documented,
     every_operation_with_a_body_refuses_unknown_fields_and_duplicate_keys,
+    every_error_response_is_a_problem_document,
+    real_answers_match_their_documented_schemas,
 );
 
 /// Every operation of the document as (method, path, operation object).
@@ -79,7 +84,8 @@ async fn every_operation_documents_what_its_policy_and_body_can_answer(backend: 
     let mut with_body = Vec::new();
     for (method, path, op) in operations(&doc) {
         let policy = op["x-rampart-policy"].as_str().unwrap();
-        let mut required: Vec<&str> = vec!["413", "415"];
+        // The outer pipeline can answer these on any route.
+        let mut required: Vec<&str> = vec!["413", "414", "415", "500", "503"];
         if op.get("requestBody").is_some() {
             required.push("400");
             with_body.push(format!("{method} {path}"));
@@ -359,5 +365,292 @@ async fn every_operation_with_a_body_refuses_unknown_fields_and_duplicate_keys(b
     ] {
         assert!(sent.iter().any(|o| o == op), "{op} not tried: {sent:?}");
     }
+    app.finish().await;
+}
+
+/// Every 4xx and 5xx response of every operation — found in the document, so a new route
+/// cannot forget it — has exactly one media type, `application/problem+json`, whose schema
+/// is the `Problem` component; 429 documents `Retry-After` and 401 `WWW-Authenticate`.
+async fn every_error_response_is_a_problem_document(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = document(&app).await;
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let mut required: Vec<&str> = problem["required"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Problem schema: {problem}"))
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    required.sort_unstable();
+    assert_eq!(
+        required,
+        ["code", "detail", "requestId", "status", "title", "type"]
+    );
+    let codes = problem["properties"]["code"]["enum"].as_array().unwrap();
+    for code in [
+        "validation_failed",
+        "unauthenticated",
+        "rate_limited",
+        "unavailable",
+    ] {
+        assert!(codes.contains(&json!(code)), "{code} not in {codes:?}");
+    }
+    let expected =
+        json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+    let mut wrong = Vec::new();
+    let mut checked = Vec::new();
+    for (method, path, op) in operations(&doc) {
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if !(status.starts_with('4') || status.starts_with('5')) {
+                continue;
+            }
+            checked.push(format!("{method} {path} {status}"));
+            if response["content"] != expected {
+                wrong.push(format!("{method} {path} {status}: {}", response["content"]));
+            }
+            let header = match status.as_str() {
+                "429" => Some("Retry-After"),
+                "401" => Some("WWW-Authenticate"),
+                _ => None,
+            };
+            if let Some(header) = header
+                && response["headers"].get(header).is_none()
+            {
+                wrong.push(format!("{method} {path} {status}: no {header} header"));
+            }
+        }
+    }
+    assert_eq!(
+        wrong,
+        Vec::<String>::new(),
+        "error responses not documented as problems"
+    );
+    // Every operation has some (at least 413, 414, 415, 500, 503), the routes that answer a
+    // problem of their own among them.
+    assert!(checked.len() >= 5 * operations(&doc).len(), "{checked:?}");
+    for response in [
+        "GET /health/ready 503",
+        "POST /api/v1/auth/login 401",
+        "POST /api/v1/auth/login 429",
+        "POST /api/v1/auth/password 403",
+        "GET /api/v1/notes/{id} 404",
+        "POST /api/v1/rbac/roles 409",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == response),
+            "{response} not checked"
+        );
+    }
+    app.finish().await;
+}
+
+/// The subset of JSON Schema the document uses (`$ref`, `type`, `enum`, `required`,
+/// `properties`, `additionalProperties: false`, `items`, `minItems`, `oneOf`, `allOf`,
+/// `minimum`, `maximum`): what is wrong with `value` at `at`, one line each.
+fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let schema = resolve(doc, schema);
+    let mut out = Vec::new();
+    if let Some(options) = schema["oneOf"].as_array() {
+        let matching = options
+            .iter()
+            .filter(|option| mismatches(doc, option, value, at).is_empty())
+            .count();
+        if matching != 1 {
+            out.push(format!(
+                "{at}: matches {matching} of the oneOf alternatives"
+            ));
+        }
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        out.extend(mismatches(doc, part, value, at));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        out.push(format!("{at}: {value} not in {allowed:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(kind) => vec![kind.as_str()],
+        Value::Array(kinds) => kinds.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let is = |kind: &str| match kind {
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        "null" => value.is_null(),
+        other => panic!("unexpected type {other}"),
+    };
+    if !types.is_empty() && !types.iter().any(|kind| is(kind)) {
+        out.push(format!("{at}: {value} is not of type {types:?}"));
+        return out;
+    }
+    match value {
+        Value::Object(fields) => {
+            for name in schema["required"].as_array().into_iter().flatten() {
+                if !fields.contains_key(name.as_str().unwrap()) {
+                    out.push(format!("{at}: required {name} missing"));
+                }
+            }
+            for (name, field) in fields {
+                match schema["properties"].get(name) {
+                    Some(property) => {
+                        out.extend(mismatches(doc, property, field, &format!("{at}.{name}")))
+                    }
+                    None if schema["additionalProperties"] == json!(false) => {
+                        out.push(format!("{at}: undocumented property {name}"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(min) = schema["minItems"].as_u64()
+                && (items.len() as u64) < min
+            {
+                out.push(format!("{at}: fewer than {min} items"));
+            }
+            if schema.get("items").is_some() {
+                for (i, item) in items.iter().enumerate() {
+                    out.extend(mismatches(
+                        doc,
+                        &schema["items"],
+                        item,
+                        &format!("{at}.{i}"),
+                    ));
+                }
+            }
+        }
+        Value::Number(n) => {
+            let n = n.as_f64().unwrap();
+            if schema["minimum"].as_f64().is_some_and(|min| n < min)
+                || schema["maximum"].as_f64().is_some_and(|max| n > max)
+            {
+                out.push(format!("{at}: {n} out of range"));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// What is wrong with `response` as the document describes `method path`: a status it does
+/// not list, a media type the status does not list, or a body off the schema.
+async fn off_document(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    response: reqwest::Response,
+) -> Vec<String> {
+    let op = &doc["paths"][path][method.to_lowercase()];
+    assert!(!op.is_null(), "{method} {path} is not in the document");
+    let status = response.status().as_u16().to_string();
+    let here = format!("{method} {path} {status}");
+    let documented = &op["responses"][&status];
+    if documented.is_null() {
+        return vec![format!("{here}: undocumented status")];
+    }
+    let media_type = response.headers().get("content-type").map(|v| {
+        v.to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned()
+    });
+    let body: Value = match &media_type {
+        Some(_) => response.json().await.unwrap(),
+        None => return Vec::new(),
+    };
+    let media_type = media_type.unwrap();
+    let schema = &documented["content"][&media_type]["schema"];
+    if schema.is_null() {
+        return vec![format!("{here}: undocumented media type {media_type}")];
+    }
+    mismatches(doc, schema, &body, &here)
+}
+
+/// What the server really answers matches the document, for the problem documents of
+/// several statuses and for success bodies — both shapes of the login's 200 (the MFA step
+/// was once documented as the full login response).
+async fn real_answers_match_their_documented_schemas(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = document(&app).await;
+    let admin: Session = app.admin_session("conform").await;
+    let user = app.new_session("conform").await;
+    let mfa = app.enrol("conform-mfa").await;
+    let missing = uuid::Uuid::now_v7();
+    let mut wrong = Vec::new();
+    let mut seen = Vec::new();
+    let mut check = async |method: &str, path: &str, response: reqwest::Response| {
+        seen.push(format!("{method} {path} {}", response.status().as_u16()));
+        wrong.extend(off_document(&doc, method, path, response).await);
+    };
+    let register = "/api/v1/auth/register";
+    let body = json!({"email": unique_email("conform"), "password": PASSWORD, "displayName": "C"});
+    check("POST", register, app.post_json(register, body).await).await;
+    check("POST", register, app.post_json(register, json!({})).await).await;
+    let login = "/api/v1/auth/login";
+    check("POST", login, app.login(&user.email, PASSWORD).await).await;
+    check("POST", login, app.login(&mfa.session.email, PASSWORD).await).await;
+    check(
+        "POST",
+        login,
+        app.login(&user.email, "wrong password here").await,
+    )
+    .await;
+    let r = app
+        .client
+        .post(app.url(login))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    check("POST", login, r).await;
+    check("GET", "/api/v1/users/me", app.get("/api/v1/users/me").await).await;
+    let me = app.get_auth("/api/v1/users/me", &user.access).await;
+    check("GET", "/api/v1/users/me", me).await;
+    check(
+        "GET",
+        "/api/v1/users",
+        app.get_auth("/api/v1/users", &user.access).await,
+    )
+    .await;
+    let users = app.get_auth("/api/v1/users?limit=0", &admin.access).await;
+    check("GET", "/api/v1/users", users).await;
+    let note = app
+        .get_auth(&format!("/api/v1/notes/{missing}"), &admin.access)
+        .await;
+    check("GET", "/api/v1/notes/{id}", note).await;
+    check("GET", "/health/ready", app.get("/health/ready").await).await;
+    assert_eq!(wrong, Vec::<String>::new(), "answers off the document");
+    for answer in [
+        "POST /api/v1/auth/register 201",
+        "POST /api/v1/auth/register 400",
+        "POST /api/v1/auth/login 200",
+        "POST /api/v1/auth/login 401",
+        "POST /api/v1/auth/login 415",
+        "GET /api/v1/users/me 401",
+        "GET /api/v1/users 403",
+        "GET /api/v1/users 400",
+        "GET /api/v1/notes/{id} 404",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == answer),
+            "{answer} not seen: {seen:?}"
+        );
+    }
+    assert_eq!(
+        seen.iter()
+            .filter(|s| *s == "POST /api/v1/auth/login 200")
+            .count(),
+        2,
+        "both shapes of the login's 200"
+    );
     app.finish().await;
 }

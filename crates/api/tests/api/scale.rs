@@ -22,23 +22,27 @@ backend_tests!(
 );
 
 impl TestApp {
-    /// Another instance of the same deployment: same database, signing keys, data keys and
+    /// Another instance of the same deployment: same database, signing keys, data key and
     /// Redis prefix, its own state and caches. It shares this app's clock too, as machines
     /// kept in time by NTP do: a test that moves one moves both.
     pub async fn sibling(&self, backend: Backend, env: &[(&str, &str)]) -> TestApp {
+        use base64::Engine;
         let config = &self.state.config;
         let keys = config.jwt_keys_dir.display().to_string();
+        let data_key = base64::engine::general_purpose::STANDARD
+            .encode(config.data_key.as_ref().expect("set by spawn").expose());
         let mut all: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &config.database_url),
             ("RAMPART_JWT_KEYS_DIR", &keys),
             ("RAMPART_REDIS_PREFIX", &config.redis_prefix),
+            ("RAMPART_DATA_KEY", &data_key),
         ];
         if let Some(url) = &config.redis_url {
             all.push(("REDIS_URL", url.expose()));
         }
         all.extend_from_slice(env);
-        let shared = (self.clock.clone(), (*self.state.data_keys).clone());
-        TestApp::spawn_sharing(backend, &all, OpenApiRouter::new(), Some(shared)).await
+        let clock = Some(self.clock.clone());
+        TestApp::spawn_sharing(backend, &all, OpenApiRouter::new(), clock).await
     }
 
     /// Waits until `/health/ready` is 200 (with Redis: subscribed to invalidations).

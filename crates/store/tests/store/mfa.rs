@@ -1,12 +1,13 @@
 //! MFA: a pending secret becomes the secret only as verified, enabling and disabling end
 //! the other sessions with their event, TOTP steps and recovery codes work once (also
-//! under concurrent use), login challenges die when used, expired or exhausted, and key
+//! under concurrent use), login challenges die when used, expired or exhausted (a code and
+//! its challenge are used up together, or neither), and key
 //! rotation swaps ciphertexts only over the values it read.
 
 use std::sync::Arc;
 
 use rampart_core::Error;
-use rampart_store::mfa::{self, Challenge};
+use rampart_store::mfa::{self, Challenge, Completion, SecondFactor};
 use rampart_store::{Db, users};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -27,6 +28,7 @@ backend_tests!(
     challenges_die_after_max_failures,
     expired_challenges_are_not_live,
     challenges_are_consumed_once,
+    completing_a_challenge_spends_nothing_it_loses,
     reseal_is_a_compare_and_swap,
     a_credential_change_kills_pending_challenges,
     enable_and_disable_refuse_a_stale_credential_epoch,
@@ -713,6 +715,122 @@ async fn challenges_are_consumed_once(db: Db) {
         )
         .await,
         2
+    );
+}
+
+async fn completing_a_challenge_spends_nothing_it_loses(db: Db) {
+    const CALLERS: usize = 8;
+    let user = create_user(&db, "complete@example.org").await;
+    let kept = login(&db, user.id, "h-kept", T0, DAY_MS).await;
+    enable_mfa(&db, user.id, "sealed", kept.id, T0).await;
+    let epoch = crate::users::epoch(&db, user.id).await;
+    let challenge = |id: Uuid, hash: &'static str| {
+        let db = db.clone();
+        async move {
+            mfa::create_challenge(&db, id, user.id, epoch, hash, T0, T0 + 300_000)
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let code = |i: usize| SecondFactor::RecoveryCode(vec![format!("sealed-code-hash-{i}")]);
+
+    // One challenge, a different valid code each: one completes, and the losers' codes
+    // stay unused.
+    let raced = challenge(Uuid::now_v7(), "c-complete").await;
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (db, barrier, factor) = (db.clone(), barrier.clone(), code(i));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                mfa::complete_challenge(&db, raced, user.id, &factor, T0 + 1)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let winners: Vec<usize> = (0..CALLERS)
+        .filter(|i| outcomes[*i] == Completion::Completed)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Completion::ChallengeUsed)
+            .count(),
+        CALLERS - 1,
+        "{outcomes:?}"
+    );
+    let used = "SELECT COUNT(*) FROM recovery_codes WHERE used_at_ms IS NOT NULL";
+    assert_eq!(count(&db, used).await, 1);
+
+    // A used code is refused and leaves the challenge live; a code tried after another
+    // (the digest under an old data key) still counts.
+    let next = challenge(Uuid::now_v7(), "c-next").await;
+    assert_eq!(
+        mfa::complete_challenge(&db, next, user.id, &code(winners[0]), T0 + 2)
+            .await
+            .unwrap(),
+        Completion::FactorRefused
+    );
+    assert!(
+        mfa::live_challenge(&db, "c-next", T0 + 3, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let loser = (winners[0] + 1) % CALLERS;
+    let rotated = SecondFactor::RecoveryCode(vec![
+        "unknown-hash".to_owned(),
+        format!("sealed-code-hash-{loser}"),
+    ]);
+    assert_eq!(
+        mfa::complete_challenge(&db, next, user.id, &rotated, T0 + 3)
+            .await
+            .unwrap(),
+        Completion::Completed
+    );
+    assert_eq!(count(&db, used).await, 2);
+
+    // A TOTP step: accepted once; the second challenge it came with stays live, and a
+    // used challenge leaves the step unaccepted.
+    let (a, b) = (
+        challenge(Uuid::now_v7(), "c-step-a").await,
+        challenge(Uuid::now_v7(), "c-step-b").await,
+    );
+    let step = SecondFactor::TotpStep(150);
+    assert_eq!(
+        mfa::complete_challenge(&db, a, user.id, &step, T0 + 4)
+            .await
+            .unwrap(),
+        Completion::Completed
+    );
+    assert_eq!(
+        mfa::complete_challenge(&db, b, user.id, &step, T0 + 5)
+            .await
+            .unwrap(),
+        Completion::FactorRefused
+    );
+    assert!(
+        mfa::live_challenge(&db, "c-step-b", T0 + 6, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        mfa::complete_challenge(&db, a, user.id, &SecondFactor::TotpStep(151), T0 + 7)
+            .await
+            .unwrap(),
+        Completion::ChallengeUsed
+    );
+    assert_eq!(
+        mfa::totp_state(&db, user.id).await.unwrap(),
+        Some(("sealed".to_owned(), Some(150)))
     );
 }
 
