@@ -120,6 +120,7 @@ pub const CATALOGUE: &[FeatureDef] = &[
     ROLES,
     NOTES,
     AUDIT,
+    owned_feature!("bookmarks", "Bookmarks: saved links"),
 ];
 
 /// What the built-in `user` role holds: every feature's `members` permissions.

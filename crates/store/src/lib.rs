@@ -37,6 +37,7 @@ macro_rules! with_tx {
 }
 
 pub mod audit;
+pub mod bookmarks;
 mod cache;
 mod db;
 mod error;

@@ -22,6 +22,7 @@ macro_rules! owned_modules {
 
 owned_modules! {
     notes,
+    bookmarks,
 }
 
 /// Epoch milliseconds as an RFC 3339 UTC timestamp with millisecond precision.

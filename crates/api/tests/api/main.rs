@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod authz;
+mod bookmarks;
 mod credentials;
 mod edges;
 mod identity;
