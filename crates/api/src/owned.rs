@@ -15,6 +15,9 @@
 //!
 //! Each change is audited as `<kind>.created|updated|deleted` with the caller as actor and
 //! the object as target, in the change's transaction.
+//!
+//! This is the one module of the HTTP layer allowed to name `Scope` (`clippy.toml`).
+#![allow(clippy::disallowed_types)]
 
 use rampart_core::audit::{NewAuditEvent, Outcome};
 use rampart_core::{Error, Result};

@@ -2,6 +2,7 @@
 //! events, another owner's row indistinguishable from a missing one unless the scope is
 //! `Any`, scoped keyset pages, and `audited` appending nothing for a change that matched
 //! nothing or failed.
+#![allow(clippy::disallowed_types)] // The kit's own tests: scopes are what they test.
 
 use rampart_core::Error;
 use rampart_store::Db;
