@@ -12,6 +12,7 @@ mod identity;
 mod mfa;
 mod openapi;
 mod pipeline;
+mod policies;
 mod races;
 mod revocation;
 mod scale;
