@@ -239,7 +239,7 @@ fn document_policy(policy: Policy, operation: &mut utoipa::openapi::path::Operat
     for (status, description) in derived {
         let description = match responses.get(status) {
             Some(RefOr::T(own)) if own.description != description => {
-                format!("{description}; or: {}", own.description)
+                format!("{description}. Also: {}", own.description)
             }
             _ => description,
         };
