@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod middleware;
 pub mod owned;
 pub mod pagination;
+pub mod policies;
 pub mod problem;
 pub mod routes;
 pub mod routing;
@@ -86,10 +87,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The full application. `extra` lets an embedding application (or a test) add its own
 /// feature routes; they get exactly the pipeline the built-in routes get.
 ///
-/// Fails, naming them, when operations declare no policy (deny by default, contract §6).
+/// Fails, naming them, when a route axum would serve declares no policy — documented or
+/// not, however it was mounted — or a policy names a permission the catalogue does not
+/// declare (deny by default, contract §6; [`policies`]).
 pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<Router, String> {
     let config = state.config.clone();
-    let (limited, mut openapi) = api_routes().merge(extra).split_for_parts();
+    let (api, mut openapi) = api_routes().merge(extra).split_for_parts();
     let (health, health_doc) = routes::health::routes().split_for_parts();
     openapi.merge(health_doc);
     let undeclared = routing::undeclared_operations(&openapi);
@@ -99,13 +102,34 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
             undeclared.join(", ")
         ));
     }
+    let mut table = policies::PolicyTable::from_document(&openapi);
+    let unknown = table.unknown_permissions();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "route policies name permissions that are not in the catalogue \
+             (rampart_core::rbac::CATALOGUE): {}",
+            unknown.join(", ")
+        ));
+    }
+    policies::strip_undocumented(&mut openapi);
 
-    let mut limited = limited;
+    let mut router = api.merge(health);
     if config.docs {
         let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
             .url("/openapi.json", openapi)
             .into();
-        limited = limited.merge(routing::guard_router(docs));
+        for (method, path) in DOCS_ROUTES {
+            table.declare(method, path, routing::Policy::Public);
+        }
+        router = router.merge(routing::guard_router(docs));
+    }
+    let undeclared = table.undeclared(&policies::served_routes(&router)?);
+    if !undeclared.is_empty() {
+        return Err(format!(
+            "routes served without a declared policy (mount them with routing::route or \
+             routing::undocumented): {}",
+            undeclared.join(", ")
+        ));
     }
     let guards = routing::Guards {
         limits: state.rate_limits.clone(),
@@ -120,8 +144,9 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
     };
     let proxies = middleware::client_ip::TrustedProxies(Arc::new(config.trusted_proxies.clone()));
 
-    Ok(limited
-        .merge(health)
+    Ok(router
+        // Outermost of the route layers, so nothing a route carries runs before it.
+        .route_layer(mw::from_fn_with_state(table, policies::guard))
         .route_layer(mw::from_fn(middleware::access_log::record_route))
         .fallback(not_found)
         .with_state(state.clone())
@@ -155,8 +180,17 @@ pub fn openapi_document(extra: OpenApiRouter<AppState>) -> utoipa::openapi::Open
     let (_, mut openapi) = api_routes().merge(extra).split_for_parts();
     let (_, health_doc) = routes::health::routes().split_for_parts();
     openapi.merge(health_doc);
+    policies::strip_undocumented(&mut openapi);
     openapi
 }
+
+/// What Swagger UI (`RAMPART_DOCS`) serves: public, like the document it shows.
+const DOCS_ROUTES: [(&str, &str); 4] = [
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/"),
+    ("GET", "/docs/{*rest}"),
+];
 
 async fn not_found() -> Problem {
     Problem::for_status(StatusCode::NOT_FOUND)

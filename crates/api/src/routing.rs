@@ -73,6 +73,10 @@ impl Policy {
 /// The OpenAPI extension that records each operation's policy.
 pub const POLICY_EXTENSION: &str = "x-rampart-policy";
 
+/// Marks an operation of [`undocumented`]: its policy counts, but it is left out of the
+/// served document ([`crate::policies::strip_undocumented`]).
+pub const UNDOCUMENTED_EXTENSION: &str = "x-rampart-undocumented";
+
 /// Declares a documented route with its policy: the post-routing checks (429, 413, 415),
 /// then authentication (401) and the permission (403), then the handler.
 pub fn route(policy: Policy, route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
@@ -163,18 +167,7 @@ fn document(policy: Policy, checks: Checks, paths: &mut utoipa::openapi::path::P
                     "Rate limited; `Retry-After` gives the seconds to wait".to_owned(),
                 ));
             }
-            if matches!(policy, Policy::Authenticated | Policy::Permission(_)) {
-                implied.push((
-                    "401",
-                    "Missing, invalid or expired access token, or its session has ended".to_owned(),
-                ));
-            }
-            if let Policy::Permission(permission) = policy {
-                implied.push((
-                    "403",
-                    format!("The caller lacks the `{permission}` permission"),
-                ));
-            }
+            document_policy(policy, operation);
             implied.push(("414", "Request target over 2048 bytes".to_owned()));
             implied.push((
                 "500",
@@ -201,6 +194,56 @@ fn document(policy: Policy, checks: Checks, paths: &mut utoipa::openapi::path::P
                 }
             }
         }
+    }
+}
+
+/// What the policy itself implies, whatever the annotation says: the `security`
+/// requirement (bearer for authenticated and permission routes; none for public ones,
+/// unless the annotation makes the token optional) and the 401 and 403 the policy answers.
+/// An annotation's own 401 or 403 (a handler's further reasons) is kept after the derived
+/// description, so annotations need not, and should not, repeat the policy's.
+fn document_policy(policy: Policy, operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{RefOr, Response};
+    let mut derived: Vec<(&str, String)> = Vec::new();
+    match policy {
+        Policy::Public => {
+            // `security(("bearer" = []), ())`: a token is optional (logout); anything
+            // else on a public route would promise a check that does not happen.
+            let optional = operation.security.as_ref().is_some_and(|reqs| {
+                reqs.iter()
+                    .any(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+            });
+            if !optional {
+                operation.security = None;
+            }
+        }
+        Policy::Authenticated | Policy::Permission(_) => {
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+            derived.push((
+                "401",
+                "Missing, invalid or expired access token, or its session has ended".to_owned(),
+            ));
+        }
+    }
+    if let Policy::Permission(permission) = policy {
+        derived.push((
+            "403",
+            format!("The caller lacks the `{permission}` permission"),
+        ));
+    }
+    let responses = &mut operation.responses.responses;
+    for (status, description) in derived {
+        let description = match responses.get(status) {
+            Some(RefOr::T(own)) if own.description != description => {
+                format!("{description}. Also: {}", own.description)
+            }
+            _ => description,
+        };
+        responses.insert(status.to_owned(), RefOr::T(Response::new(description)));
     }
 }
 
@@ -253,8 +296,55 @@ pub fn exempt_public(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<
     (schemas, paths, checked)
 }
 
-/// [`route`] for an undocumented `MethodRouter` (e.g. routes a test mounts).
-pub fn method(
+/// [`route`] for a handler that is not part of the OpenAPI document (e.g. routes a test
+/// mounts): `OpenApiRouter::new().routes(undocumented(HttpMethod::Get, "/x", policy, h))`.
+/// The operation carries its policy like any other, so the start-up and request-time
+/// checks know it, and is removed from the served document.
+pub fn undocumented<H, T>(
+    http_method: utoipa::openapi::HttpMethod,
+    path: &str,
+    policy: Policy,
+    handler: H,
+) -> UtoipaMethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    use axum::routing::MethodFilter;
+    use utoipa::openapi::HttpMethod;
+    use utoipa::openapi::path::{OperationBuilder, PathItem, Paths};
+    let filter = match http_method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    };
+    let operation = OperationBuilder::new()
+        .response("200", utoipa::openapi::Response::new("Undocumented"))
+        .extensions(Some(
+            utoipa::openapi::extensions::ExtensionsBuilder::new()
+                .add(UNDOCUMENTED_EXTENSION, true)
+                .build(),
+        ))
+        .build();
+    let mut paths = Paths::new();
+    paths
+        .paths
+        .insert(path.to_owned(), PathItem::new(http_method, operation));
+    document(policy, Checks::All, &mut paths);
+    (
+        Vec::new(),
+        paths,
+        method(policy, None, axum::routing::on(filter, handler)),
+    )
+}
+
+/// Attaches the policy and the post-routing checks to a method router.
+fn method(
     policy: Policy,
     limit: Option<RouteLimit>,
     method_router: axum::routing::MethodRouter<AppState>,
@@ -270,7 +360,7 @@ pub fn method(
 
 /// The post-routing checks for a plain, public router (Swagger UI, which brings its own
 /// routes and is not part of the API).
-pub fn guard_router(router: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(crate) fn guard_router(router: axum::Router<AppState>) -> axum::Router<AppState> {
     router.route_layer(mw::from_fn(|req: Request, next: Next| {
         post_route_checks(None, req, next)
     }))

@@ -256,8 +256,7 @@ async fn logout(
 
 /// End every session of the caller.
 #[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth",
-    responses((status = 204, description = "All sessions ended"), (status = 401, description = "Unauthenticated")),
-    security(("bearer" = [])))]
+    responses((status = 204, description = "All sessions ended")))]
 async fn logout_all(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -272,9 +271,7 @@ async fn logout_all(
 
 /// The caller's live sessions.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
-    responses((status = 200, description = "The caller's live sessions", body = SessionsResponse), (status = 400, description = "A query parameter (none are accepted)"),
-        (status = 401, description = "Unauthenticated")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The caller's live sessions", body = SessionsResponse), (status = 400, description = "A query parameter (none are accepted)")))]
 async fn list_sessions(
     State(state): State<AppState>,
     user: AuthUser,
@@ -302,10 +299,8 @@ async fn list_sessions(
     responses(
         (status = 204, description = "Session ended"),
         (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"),
         (status = 404, description = "No such session of the caller"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn delete_session(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -322,11 +317,9 @@ async fn delete_session(
     responses(
         (status = 204, description = "Changed; all sessions ended"),
         (status = 400, description = "Weak new password"),
-        (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Wrong current password (reauthentication_failed)"),
         (status = 429, description = "Email locked out"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn change_password(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -434,9 +427,8 @@ async fn mfa_verify(
 
 /// Start TOTP enrolment: a new secret, not active until enabled with a code.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/setup", tag = "auth",
-    responses((status = 200, description = "A new TOTP secret, pending until enabled", body = MfaSetupResponse), (status = 401, description = "Unauthenticated"),
-        (status = 409, description = "MFA is already enabled")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "A new TOTP secret, pending until enabled", body = MfaSetupResponse),
+        (status = 409, description = "MFA is already enabled")))]
 async fn mfa_setup(
     State(state): State<AppState>,
     user: AuthUser,
@@ -452,11 +444,9 @@ async fn mfa_setup(
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/enable", tag = "auth", request_body = MfaEnableRequest,
     responses((status = 200, description = "MFA on; the recovery codes, shown once", body = RecoveryCodesResponse),
         (status = 400, description = "Wrong code, or the password missing"),
-        (status = 401, description = "Unauthenticated"),
         (status = 403, description = "Wrong password (reauthentication_failed)"),
         (status = 409, description = "MFA is already enabled"),
-        (status = 429, description = "Rate limited, or account locked out")),
-    security(("bearer" = [])))]
+        (status = 429, description = "Rate limited, or account locked out")))]
 async fn mfa_enable(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -469,10 +459,9 @@ async fn mfa_enable(
 
 /// Turn TOTP off (password and a code required). Ends every other session.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/disable", tag = "auth", request_body = MfaDisableRequest,
-    responses((status = 204, description = "MFA off"), (status = 401, description = "Unauthenticated"),
+    responses((status = 204, description = "MFA off"),
         (status = 403, description = "Wrong password or code (reauthentication_failed)"),
-        (status = 429, description = "Rate limited, or account locked out")),
-    security(("bearer" = [])))]
+        (status = 429, description = "Rate limited, or account locked out")))]
 async fn mfa_disable(
     State(state): State<AppState>,
     meta: RequestMeta,

@@ -118,8 +118,7 @@ impl UpdateBookmarkRequest {
 /// Save a bookmark owned by the caller.
 #[utoipa::path(post, path = "/api/v1/bookmarks", tag = "bookmarks",
     request_body = CreateBookmarkRequest,
-    responses((status = 201, description = "Created", body = BookmarkResponse)),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "Created", body = BookmarkResponse)))]
 async fn create_bookmark(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -133,8 +132,7 @@ async fn create_bookmark(
 /// The caller's own bookmarks, oldest first.
 #[utoipa::path(get, path = "/api/v1/bookmarks", tag = "bookmarks", params(PageQuery),
     responses((status = 200, description = "A page of bookmarks", body = Page<BookmarkResponse>),
-        (status = 400, description = "Bad limit, cursor or parameter")),
-    security(("bearer" = [])))]
+        (status = 400, description = "Bad limit, cursor or parameter")))]
 async fn list_bookmarks(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -148,8 +146,7 @@ async fn list_bookmarks(
     params(("id" = Uuid, Path, description = "Bookmark id")),
     responses((status = 200, description = "The bookmark", body = BookmarkResponse),
         (status = 400, description = "Malformed id"),
-        (status = 404, description = "No such bookmark, or another user's")),
-    security(("bearer" = [])))]
+        (status = 404, description = "No such bookmark, or another user's")))]
 async fn get_bookmark(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -163,9 +160,8 @@ async fn get_bookmark(
 #[utoipa::path(patch, path = "/api/v1/bookmarks/{id}", tag = "bookmarks",
     params(("id" = Uuid, Path, description = "Bookmark id")), request_body = UpdateBookmarkRequest,
     responses((status = 200, description = "Updated", body = BookmarkResponse),
-        (status = 403, description = "Lacks bookmarks:write, or may only read this bookmark"),
-        (status = 404, description = "No such bookmark, or another user's")),
-    security(("bearer" = [])))]
+        (status = 403, description = "May only read this bookmark (`bookmarks:read_any` without `bookmarks:manage_any`)"),
+        (status = 404, description = "No such bookmark, or another user's")))]
 async fn update_bookmark(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -181,9 +177,8 @@ async fn update_bookmark(
 #[utoipa::path(delete, path = "/api/v1/bookmarks/{id}", tag = "bookmarks",
     params(("id" = Uuid, Path, description = "Bookmark id")),
     responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed id"),
-        (status = 403, description = "Lacks bookmarks:write, or may only read this bookmark"),
-        (status = 404, description = "No such bookmark, or another user's")),
-    security(("bearer" = [])))]
+        (status = 403, description = "May only read this bookmark (`bookmarks:read_any` without `bookmarks:manage_any`)"),
+        (status = 404, description = "No such bookmark, or another user's")))]
 async fn delete_bookmark(
     State(state): State<AppState>,
     meta: RequestMeta,

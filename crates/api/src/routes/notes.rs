@@ -128,8 +128,7 @@ impl UpdateNoteRequest {
 
 /// Create a note owned by the caller.
 #[utoipa::path(post, path = "/api/v1/notes", tag = "notes", request_body = CreateNoteRequest,
-    responses((status = 201, description = "Created", body = NoteResponse)),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "Created", body = NoteResponse)))]
 async fn create_note(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -143,8 +142,7 @@ async fn create_note(
 /// The caller's own notes, oldest first.
 #[utoipa::path(get, path = "/api/v1/notes", tag = "notes", params(PageQuery),
     responses((status = 200, description = "A page of notes", body = Page<NoteResponse>),
-        (status = 400, description = "Bad limit, cursor or parameter")),
-    security(("bearer" = [])))]
+        (status = 400, description = "Bad limit, cursor or parameter")))]
 async fn list_notes(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -157,8 +155,7 @@ async fn list_notes(
 #[utoipa::path(get, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")),
     responses((status = 200, description = "The note", body = NoteResponse), (status = 400, description = "Malformed id"),
-        (status = 404, description = "No such note, or another user's")),
-    security(("bearer" = [])))]
+        (status = 404, description = "No such note, or another user's")))]
 async fn get_note(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -172,9 +169,8 @@ async fn get_note(
 #[utoipa::path(patch, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")), request_body = UpdateNoteRequest,
     responses((status = 200, description = "Updated", body = NoteResponse),
-        (status = 403, description = "Lacks notes:write, or may only read this note"),
-        (status = 404, description = "No such note, or another user's")),
-    security(("bearer" = [])))]
+        (status = 403, description = "May only read this note (`notes:read_any` without `notes:manage_any`)"),
+        (status = 404, description = "No such note, or another user's")))]
 async fn update_note(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -192,9 +188,8 @@ async fn update_note(
 #[utoipa::path(delete, path = "/api/v1/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id")),
     responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed id"),
-        (status = 403, description = "Lacks notes:write, or may only read this note"),
-        (status = 404, description = "No such note, or another user's")),
-    security(("bearer" = [])))]
+        (status = 403, description = "May only read this note (`notes:read_any` without `notes:manage_any`)"),
+        (status = 404, description = "No such note, or another user's")))]
 async fn delete_note(
     State(state): State<AppState>,
     meta: RequestMeta,

@@ -106,10 +106,7 @@ pub struct UpdateRoleRequest {
 
 /// Every active permission the code declares.
 #[utoipa::path(get, path = "/api/v1/rbac/permissions", tag = "rbac",
-    responses((status = 200, description = "Every permission", body = PermissionList), (status = 400, description = "A query parameter (none are accepted)"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks roles:read")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "Every permission", body = PermissionList), (status = 400, description = "A query parameter (none are accepted)")))]
 async fn list_permissions(
     State(state): State<AppState>,
     _: ApiQuery<NoQuery>,
@@ -128,10 +125,7 @@ async fn list_permissions(
 
 /// Every role with its permissions.
 #[utoipa::path(get, path = "/api/v1/rbac/roles", tag = "rbac",
-    responses((status = 200, description = "Every role", body = RoleList), (status = 400, description = "A query parameter (none are accepted)"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks roles:read")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "Every role", body = RoleList), (status = 400, description = "A query parameter (none are accepted)")))]
 async fn list_roles(
     State(state): State<AppState>,
     _: ApiQuery<NoQuery>,
@@ -145,10 +139,8 @@ async fn list_roles(
 /// Create a role (only with permissions the caller holds).
 #[utoipa::path(post, path = "/api/v1/rbac/roles", tag = "rbac", request_body = CreateRoleRequest,
     responses((status = 201, description = "Created", body = RoleResponse), (status = 400, description = "Invalid name or unknown permission"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks roles:write, or grants a permission the caller lacks"),
-        (status = 409, description = "Name taken")),
-    security(("bearer" = [])))]
+        (status = 403, description = "Grants a permission the caller lacks"),
+        (status = 409, description = "Name taken")))]
 async fn create_role(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -171,10 +163,8 @@ async fn create_role(
 #[utoipa::path(patch, path = "/api/v1/rbac/roles/{id}", tag = "rbac",
     params(("id" = Uuid, Path, description = "Role id")), request_body = UpdateRoleRequest,
     responses((status = 200, description = "Updated", body = RoleResponse), (status = 400, description = "Invalid input"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks roles:write; grants a permission the caller lacks; or removes the last holder of roles:assign"),
-        (status = 404, description = "No such role"), (status = 409, description = "Built-in role")),
-    security(("bearer" = [])))]
+        (status = 403, description = "Grants a permission the caller lacks, or removes the last holder of roles:assign"),
+        (status = 404, description = "No such role"), (status = 409, description = "Built-in role")))]
 async fn update_role(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -198,10 +188,8 @@ async fn update_role(
 #[utoipa::path(delete, path = "/api/v1/rbac/roles/{id}", tag = "rbac",
     params(("id" = Uuid, Path, description = "Role id")),
     responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks roles:write, or removes the last holder of roles:assign"),
-        (status = 404, description = "No such role"), (status = 409, description = "Built-in role")),
-    security(("bearer" = [])))]
+        (status = 403, description = "Removes the last holder of roles:assign"),
+        (status = 404, description = "No such role"), (status = 409, description = "Built-in role")))]
 async fn delete_role(
     State(state): State<AppState>,
     meta: RequestMeta,

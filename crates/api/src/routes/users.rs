@@ -94,8 +94,7 @@ pub struct UpdateMeRequest {
 
 /// The caller's user view.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
-    responses((status = 200, description = "The caller", body = UserResponse), (status = 401, description = "Unauthenticated")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The caller", body = UserResponse)))]
 async fn get_me(
     State(state): State<AppState>,
     VerifiedToken(claims): VerifiedToken,
@@ -116,8 +115,7 @@ async fn get_me(
 /// Change the caller's display name.
 #[utoipa::path(patch, path = "/api/v1/users/me", tag = "users",
     request_body = UpdateMeRequest,
-    responses((status = 200, description = "Updated", body = UserResponse), (status = 400, description = "Invalid display name"), (status = 401, description = "Unauthenticated")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "Updated", body = UserResponse), (status = 400, description = "Invalid display name")))]
 async fn update_me(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -167,9 +165,7 @@ pub struct SetRolesRequest {
 
 /// List users (not deleted), oldest first.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageQuery),
-    responses((status = 200, description = "A page of users", body = UserPage), (status = 400, description = "Bad limit, cursor or parameter"),
-        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:read")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "A page of users", body = UserPage), (status = 400, description = "Bad limit, cursor or parameter")))]
 async fn list_users(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
@@ -189,9 +185,7 @@ async fn list_users(
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, description = "The user", body = UserResponse), (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:read"),
-        (status = 404, description = "No such user")),
-    security(("bearer" = [])))]
+        (status = 404, description = "No such user")))]
 async fn get_user(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
@@ -206,10 +200,8 @@ async fn get_user(
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = Uuid, Path, description = "User id")), request_body = UpdateUserRequest,
     responses((status = 200, description = "Updated", body = UserResponse), (status = 400, description = "Invalid input"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks users:update, or would leave no active holder of roles:assign"),
-        (status = 404, description = "No such user")),
-    security(("bearer" = [])))]
+        (status = 403, description = "Would leave no active holder of roles:assign"),
+        (status = 404, description = "No such user")))]
 async fn update_user(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -229,10 +221,8 @@ async fn update_user(
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks users:delete, or would leave no active holder of roles:assign"),
-        (status = 404, description = "No such user")),
-    security(("bearer" = [])))]
+        (status = 403, description = "Would leave no active holder of roles:assign"),
+        (status = 404, description = "No such user")))]
 async fn delete_user(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -247,9 +237,7 @@ async fn delete_user(
 #[utoipa::path(delete, path = "/api/v1/users/{id}/sessions", tag = "users",
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 204, description = "Sessions ended"), (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"), (status = 403, description = "Lacks users:update"),
-        (status = 404, description = "No such user")),
-    security(("bearer" = [])))]
+        (status = 404, description = "No such user")))]
 async fn end_user_sessions(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -266,11 +254,9 @@ async fn end_user_sessions(
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 204, description = "MFA is off and every session of the user ended (also when MFA was already off)"),
         (status = 400, description = "Malformed id"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks users:update, or the user holds a permission the caller lacks"),
+        (status = 403, description = "The user holds a permission the caller lacks"),
         (status = 404, description = "No such user"),
-        (status = 429, description = "Rate limited (the global per-IP limit)")),
-    security(("bearer" = [])))]
+        (status = 429, description = "Rate limited (the global per-IP limit)")))]
 async fn reset_user_mfa(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -285,10 +271,8 @@ async fn reset_user_mfa(
 #[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "users",
     params(("id" = Uuid, Path, description = "User id")), request_body = SetRolesRequest,
     responses((status = 200, description = "The user with the new roles", body = UserResponse), (status = 400, description = "Unknown role"),
-        (status = 401, description = "Unauthenticated"),
-        (status = 403, description = "Lacks roles:assign; own roles; a permission the caller lacks; or the last holder of roles:assign"),
-        (status = 404, description = "No such user")),
-    security(("bearer" = [])))]
+        (status = 403, description = "Own roles; a permission the caller lacks; or the last holder of roles:assign"),
+        (status = 404, description = "No such user")))]
 async fn set_user_roles(
     State(state): State<AppState>,
     meta: RequestMeta,

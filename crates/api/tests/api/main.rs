@@ -15,6 +15,7 @@ mod notes;
 mod openapi;
 mod owned;
 mod pipeline;
+mod policies;
 mod races;
 mod revocation;
 mod scale;

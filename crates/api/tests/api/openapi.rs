@@ -105,6 +105,29 @@ async fn every_operation_documents_what_its_policy_and_body_can_answer(backend: 
                 missing.push(format!("{method} {path} lacks {status}"));
             }
         }
+        // The security requirement and the 401/403 come from the policy, not from the
+        // annotation: bearer for protected routes (none, or an optional one, for public
+        // routes), 401 and 403 only where the policy answers them (or the handler's own
+        // reasons add them), the 403 naming the permission.
+        let security = op.get("security");
+        if policy == "public" {
+            let optional = security
+                .and_then(Value::as_array)
+                .is_none_or(|reqs| reqs.contains(&json!({})));
+            if !optional {
+                missing.push(format!("{method} {path} public but requires {security:?}"));
+            }
+        } else if security != Some(&json!([{"bearer": []}])) {
+            missing.push(format!("{method} {path} security {security:?}"));
+        }
+        if let Some(permission) = policy.strip_prefix("permission:") {
+            let described = op["responses"]["403"]["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("The caller lacks the `{permission}`")));
+            if !described {
+                missing.push(format!("{method} {path} 403 does not name {permission}"));
+            }
+        }
     }
     assert_eq!(missing, Vec::<String>::new());
     // The routes the issue found undocumented are among those checked.

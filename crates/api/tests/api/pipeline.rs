@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::routing::{get, post};
 use rampart_api::AppState;
 use rampart_api::extract::{ApiJson, ClientIp};
-use rampart_api::routing::{Policy, method};
+use rampart_api::routing::{Policy, undocumented};
 use serde::Deserialize;
+use utoipa::openapi::HttpMethod;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::backend_tests;
@@ -25,50 +25,40 @@ struct EchoRequest {
 /// Routes that only tests mount; they go through exactly the production pipeline.
 fn test_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route(
+        .routes(undocumented(
+            HttpMethod::Post,
             "/api/v1/test/echo",
-            method(
-                Policy::Public,
-                None,
-                post(|ApiJson(req): ApiJson<EchoRequest>| async move {
-                    Json(serde_json::json!({"displayName": req.display_name, "count": req.count}))
-                }),
-            ),
-        )
-        .route(
+            Policy::Public,
+            |ApiJson(req): ApiJson<EchoRequest>| async move {
+                Json(serde_json::json!({"displayName": req.display_name, "count": req.count}))
+            },
+        ))
+        .routes(undocumented(
+            HttpMethod::Get,
             "/api/v1/test/ip",
-            method(
-                Policy::Public,
-                None,
-                get(|ClientIp(ip): ClientIp| async move { ip.to_string() }),
-            ),
-        )
-        .route(
+            Policy::Public,
+            |ClientIp(ip): ClientIp| async move { ip.to_string() },
+        ))
+        .routes(undocumented(
+            HttpMethod::Get,
             "/api/v1/test/sleep/{ms}",
-            method(
-                Policy::Public,
-                None,
-                get(
-                    |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        "done"
-                    },
-                ),
-            ),
-        )
-        .route(
+            Policy::Public,
+            |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                "done"
+            },
+        ))
+        .routes(undocumented(
+            HttpMethod::Get,
             "/api/v1/test/panic",
-            method(
-                Policy::Public,
-                None,
-                get(|| async {
-                    if std::hint::black_box(true) {
-                        panic!("boom: secret internals");
-                    }
-                    "unreachable"
-                }),
-            ),
-        )
+            Policy::Public,
+            || async {
+                if std::hint::black_box(true) {
+                    panic!("boom: secret internals");
+                }
+                "unreachable"
+            },
+        ))
 }
 
 async fn app_with(backend: Backend, env: &[(&str, &str)]) -> TestApp {
