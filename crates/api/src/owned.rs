@@ -100,14 +100,7 @@ impl<T: Fields + Bind, P: Bind> Resource<T, P> {
         let (schemas, mut paths, method_router) = routes;
         let mark = serde_json::json!({ "feature": self.feature, "kind": self.kind });
         for item in paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in crate::policies::operation_slots(item).into_iter().flatten() {
                 let stamp = ExtensionsBuilder::new()
                     .add(OWNED_EXTENSION, mark.clone())
                     .build();

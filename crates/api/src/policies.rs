@@ -28,15 +28,16 @@ use utoipa::openapi::OpenApi;
 use crate::problem::Problem;
 use crate::routing::{POLICY_EXTENSION, UNDOCUMENTED_EXTENSION};
 
-/// Every declared route: (`METHOD`, path template) → policy label (`public`,
-/// `authenticated`, `permission:feature:action`).
+/// Every declared route: path template → `METHOD` → policy label (`public`,
+/// `authenticated`, `permission:feature:action`). Keyed by path first so the request-time
+/// lookup borrows the matched path and method instead of allocating.
 #[derive(Clone, Debug, Default)]
-pub struct PolicyTable(Arc<BTreeMap<(String, String), String>>);
+pub struct PolicyTable(Arc<BTreeMap<String, BTreeMap<String, String>>>);
 
 impl PolicyTable {
     /// The policies the document's operations declare.
     pub fn from_document(doc: &OpenApi) -> Self {
-        let mut table = BTreeMap::new();
+        let mut table = Self::default();
         for (path, item) in &doc.paths.paths {
             for (method, op) in operations(item) {
                 let label = op
@@ -45,24 +46,32 @@ impl PolicyTable {
                     .and_then(|e| e.get(POLICY_EXTENSION))
                     .and_then(|v| v.as_str());
                 if let Some(label) = label {
-                    table.insert((method.to_owned(), path.clone()), label.to_owned());
+                    table.insert(method, path, label.to_owned());
                 }
             }
         }
-        Self(Arc::new(table))
+        table
+    }
+
+    fn insert(&mut self, method: &str, path: &str, label: String) {
+        Arc::make_mut(&mut self.0)
+            .entry(path.to_owned())
+            .or_default()
+            .insert(method.to_owned(), label);
     }
 
     /// Declares `method path` with `policy` (routes the application mounts itself).
     pub fn declare(&mut self, method: &str, path: &str, policy: crate::routing::Policy) {
-        Arc::make_mut(&mut self.0).insert((method.to_owned(), path.to_owned()), policy.label());
+        self.insert(method, path, policy.label());
     }
 
     /// The policy of a matched route; HEAD is served by the GET handler unless one is
     /// declared for it.
     pub fn policy(&self, method: &str, path: &str) -> Option<&str> {
-        let get = |m: &str| self.0.get(&(m.to_owned(), path.to_owned()));
-        get(method)
-            .or_else(|| (method == "HEAD").then(|| get("GET")).flatten())
+        let methods = self.0.get(path)?;
+        methods
+            .get(method)
+            .or_else(|| (method == "HEAD").then(|| methods.get("GET")).flatten())
             .map(String::as_str)
     }
 
@@ -70,10 +79,9 @@ impl PolicyTable {
     fn allowed(&self, path: &str) -> Vec<&str> {
         let mut methods: Vec<&str> = self
             .0
-            .keys()
-            .filter(|(_, p)| p == path)
-            .map(|(m, _)| m.as_str())
-            .collect();
+            .get(path)
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
         if methods.contains(&"GET") && !methods.contains(&"HEAD") {
             methods.push("HEAD");
         }
@@ -83,14 +91,18 @@ impl PolicyTable {
     /// Every declared route whose permission the catalogue does not know, as
     /// `METHOD /path: feature:action`.
     pub fn unknown_permissions(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .filter_map(|((method, path), label)| {
-                let permission = label.strip_prefix("permission:")?;
-                let known = rampart_core::rbac::all_permissions().any(|p| p.name == permission);
-                (!known).then(|| format!("{method} {path}: {permission}"))
-            })
-            .collect()
+        let mut unknown = Vec::new();
+        for (path, methods) in self.0.iter() {
+            for (method, label) in methods {
+                let Some(permission) = label.strip_prefix("permission:") else {
+                    continue;
+                };
+                if !rampart_core::rbac::all_permissions().any(|p| p.name == permission) {
+                    unknown.push(format!("{method} {path}: {permission}"));
+                }
+            }
+        }
+        unknown
     }
 
     /// The served routes (from [`served_routes`]) that declare no policy, as
@@ -121,6 +133,24 @@ fn operations(
     .filter_map(|(m, op)| op.as_ref().map(|op| (m, op)))
 }
 
+/// Every operation slot of a path item, for stamping or removing operations: the one list
+/// of HTTP methods the document code walks (`routing::document`, `owned`, and
+/// [`strip_undocumented`]).
+pub(crate) fn operation_slots(
+    item: &mut utoipa::openapi::PathItem,
+) -> [&mut Option<utoipa::openapi::path::Operation>; 8] {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+}
+
 /// Removes the operations marked undocumented (their policies are already in the table)
 /// and the paths left empty, so the served document shows only the API.
 pub fn strip_undocumented(doc: &mut OpenApi) {
@@ -132,16 +162,7 @@ pub fn strip_undocumented(doc: &mut OpenApi) {
         })
     };
     for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ] {
+        for op in operation_slots(item) {
             if undocumented(op) {
                 *op = None;
             }
@@ -262,19 +283,19 @@ fn read_debug_str(s: &str) -> Option<(String, &str)> {
 /// also passes through here). Mounted with `route_layer` over every route
 /// [`crate::build_router`] serves, so it sees the matched path.
 pub async fn guard(State(table): State<PolicyTable>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
+    let method = req.method().as_str();
     let Some(path) = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
+        .map(MatchedPath::as_str)
     else {
         tracing::error!(%method, "refused a routed request without a matched path");
         return Problem::for_status(StatusCode::NOT_FOUND).into_response();
     };
-    if table.policy(&method, &path).is_some() {
+    if table.policy(method, path).is_some() {
         return next.run(req).await;
     }
-    let allowed = table.allowed(&path);
+    let allowed = table.allowed(path);
     if allowed.is_empty() {
         tracing::error!(%method, route = path, "refused a request to a route that declares no policy");
         return Problem::for_status(StatusCode::NOT_FOUND).into_response();

@@ -123,17 +123,7 @@ enum Checks {
 fn document(policy: Policy, checks: Checks, paths: &mut utoipa::openapi::path::Paths) {
     use utoipa::openapi::{RefOr, Response};
     for item in paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in crate::policies::operation_slots(item).into_iter().flatten() {
             let stamp = utoipa::openapi::extensions::ExtensionsBuilder::new()
                 .add(POLICY_EXTENSION, policy.label())
                 .build();
