@@ -9,6 +9,7 @@
 #   (OPENAPI_OUT=file keeps a copy of the fetched document.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/serve.sh
 BIN="$(realpath "${1:-target/release/rampart}")"
 if [ ! -x "$BIN" ]; then
   echo "no executable rampart binary at $BIN (build it first: cargo build --release)" >&2
@@ -21,45 +22,21 @@ if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
 fi
 
 tmp="$(mktemp -d)"
-pid=""
 cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  rampart_stop
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+port="$(rampart_port)"
 base="http://127.0.0.1:$port"
 
 echo "==> starting $BIN on SQLite at $base (development mode)"
-(
-  cd "$tmp"
-  exec env -i PATH="$PATH" HOME="$tmp" \
-    RAMPART_ENV=development RAMPART_DOCS=true RAMPART_BIND="127.0.0.1:$port" \
-    DATABASE_URL="sqlite://$tmp/rampart.db" \
-    "$BIN" serve
-) >"$tmp/server.log" 2>&1 &
-pid=$!
-
-ready=""
-for _ in $(seq 1 300); do
-  if curl -fsS -o /dev/null "$base/health/ready" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  if ! kill -0 "$pid" 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then
-  echo "the server did not become ready; its log:" >&2
-  cat "$tmp/server.log" >&2
-  exit 1
-fi
+rampart_start "$BIN" "$tmp" "$tmp/server.log" \
+  PATH="$PATH" HOME="$tmp" \
+  RAMPART_ENV=development RAMPART_DOCS=true RAMPART_BIND="127.0.0.1:$port" \
+  DATABASE_URL="sqlite://$tmp/rampart.db"
+rampart_wait_ready "$base" "$tmp/server.log"
 
 curl -fsS -o "$tmp/openapi.json" "$base/openapi.json"
 echo "==> openapi-spec-validator: $base/openapi.json"

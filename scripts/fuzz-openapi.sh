@@ -28,6 +28,7 @@
 #   FUZZ_REPORT_DIR=dir keeps the schemathesis reports (JUnit, JSON, NDJSON) and server log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/serve.sh
 BIN="$(realpath "${1:-target/release/rampart}")"
 if [ ! -x "$BIN" ]; then
   echo "no executable rampart binary at $BIN (build it first: cargo build --release)" >&2
@@ -44,12 +45,8 @@ if ! python3 -c "import sys, schemathesis; sys.exit(schemathesis.__version__ != 
 fi
 
 tmp="$(mktemp -d)"
-pid=""
 cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  rampart_stop
   if [ -n "${FUZZ_REPORT_DIR:-}" ]; then
     mkdir -p "$FUZZ_REPORT_DIR"
     cp -r "$tmp/reports/." "$tmp/server.log" "$FUZZ_REPORT_DIR/" 2>/dev/null || true
@@ -59,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$tmp/reports"
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+port="$(rampart_port)"
 base="http://127.0.0.1:$port"
 
 # The server's settings, shared by `serve` and `admin create`. Cheap Argon2id (this is a
@@ -77,28 +74,8 @@ server_env=(
 )
 
 echo "==> starting $BIN on SQLite at $base (development mode)"
-(
-  cd "$tmp"
-  exec env -i "${server_env[@]}" "$BIN" serve
-) >"$tmp/server.log" 2>&1 &
-pid=$!
-
-ready=""
-for _ in $(seq 1 300); do
-  if curl -fsS -o /dev/null "$base/health/ready" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  if ! kill -0 "$pid" 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then
-  echo "the server did not become ready; its log:" >&2
-  cat "$tmp/server.log" >&2
-  exit 1
-fi
+rampart_start "$BIN" "$tmp" "$tmp/server.log" "${server_env[@]}"
+rampart_wait_ready "$base" "$tmp/server.log"
 curl -fsS -o "$tmp/openapi.json" "$base/openapi.json"
 
 admin_a=fuzz-main@example.org
