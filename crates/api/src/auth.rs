@@ -6,7 +6,7 @@
 //!
 //! Two extractors, deliberately distinct:
 //! - [`AuthUser`]: a verified access token whose session is live (checked through
-//!   [`SessionCache`], falling back to the database). Every authenticated route uses it,
+//!   [`Authentication`]'s liveness cache, falling back to the database). Every authenticated route uses it,
 //!   except the one below.
 //! - [`VerifiedToken`]: signature and claims only. Only for handlers whose single query
 //!   re-checks session liveness itself (`GET /users/me` reads the user *through* the live
@@ -20,23 +20,90 @@
 //! when Redis is down.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use rampart_core::Error;
-use rampart_core::tokens::AccessClaims;
+use rampart_core::tokens::{AccessClaims, TokenService};
+use rampart_core::{Clock, Error};
+use rampart_store::Db;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
-use crate::state::AppState;
 
 /// How long a positive liveness answer is trusted without asking the database.
 pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
 const SESSION_CACHE_MAX: usize = 100_000;
+
+/// The authentication component: verifies bearer tokens and answers whether their
+/// session is live. It holds only what that takes (the token service, the database, the
+/// clock and the liveness cache); extractors reach it through [`FromRef`], so this module
+/// knows nothing of the application state that composes it.
+pub struct Authentication {
+    tokens: Arc<TokenService>,
+    db: Db,
+    clock: Arc<dyn Clock>,
+    sessions: SessionCache,
+}
+
+impl Authentication {
+    pub fn new(tokens: Arc<TokenService>, db: Db, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            tokens,
+            db,
+            clock,
+            sessions: SessionCache::default(),
+        }
+    }
+
+    /// The request's bearer token, verified (signature, algorithm, kid, typ, iss, aud,
+    /// exp/nbf) but **not** checked for session liveness.
+    pub fn verify(&self, headers: &HeaderMap) -> Result<AccessClaims, Error> {
+        let token = bearer(headers).ok_or(Error::Unauthenticated)?;
+        let now = self.clock.now().unix_timestamp();
+        self.tokens.verify(token, now)
+    }
+
+    /// A verified token whose session is live, from the cache or the database.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthUser, Error> {
+        let claims = self.verify(headers)?;
+        let live = match self.sessions.get(claims.sid) {
+            Some(user) => Some(user),
+            None => {
+                let generation = self.sessions.generation();
+                let read_at = Instant::now();
+                let user =
+                    rampart_store::sessions::live_user(&self.db, claims.sid, self.clock.now_ms())
+                        .await?;
+                if let Some(user) = user {
+                    self.sessions.put(claims.sid, user, generation, read_at);
+                }
+                user
+            }
+        };
+        match live {
+            Some(user) if user == claims.sub => Ok(AuthUser {
+                user_id: claims.sub,
+                session_id: claims.sid,
+            }),
+            _ => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// Forgets ended sessions at once. Use `AppState::sessions_ended`, which also tells
+    /// the other instances.
+    pub(crate) fn sessions_ended<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
+        self.sessions.evict(session_ids);
+    }
+
+    /// Forgets every cached session (when invalidation messages may have been missed).
+    pub(crate) fn forget_sessions(&self) {
+        self.sessions.clear();
+    }
+}
 
 /// Live sessions seen recently: session id → (user id, when it was checked).
 ///
@@ -44,7 +111,7 @@ const SESSION_CACHE_MAX: usize = 100_000;
 /// no eviction happened while it was being read, so a read that raced with a revocation
 /// (here or, through [`crate::invalidation`], on another instance) is never cached.
 #[derive(Default)]
-pub struct SessionCache {
+struct SessionCache {
     entries: Mutex<HashMap<Uuid, (Uuid, Instant)>>,
     generation: AtomicU64,
 }
@@ -80,9 +147,7 @@ impl SessionCache {
         entries.insert(session_id, (user_id, read_at));
     }
 
-    /// Forgets ended sessions at once. Use [`AppState::sessions_ended`], which also tells
-    /// the other instances.
-    pub(crate) fn evict<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
+    fn evict<'a>(&self, session_ids: impl IntoIterator<Item = &'a Uuid>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         for id in session_ids {
@@ -90,8 +155,7 @@ impl SessionCache {
         }
     }
 
-    /// Forgets everything (when invalidation messages may have been missed).
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         entries.clear();
@@ -120,62 +184,49 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-impl FromRequestParts<AppState> for VerifiedToken {
+impl<S> FromRequestParts<S> for VerifiedToken
+where
+    S: Send + Sync,
+    Arc<Authentication>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or(Error::Unauthenticated)?;
-        let now = state.clock.now().unix_timestamp();
-        let claims = state.tokens.verify(token, now)?;
-        Ok(Self(claims))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let auth = Arc::<Authentication>::from_ref(state);
+        Ok(Self(auth.verify(&parts.headers)?))
     }
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    Arc<Authentication>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         // The route's policy layer already authenticated this request.
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(*user);
         }
-        let VerifiedToken(claims) = VerifiedToken::from_request_parts(parts, state).await?;
-        let live = match state.sessions.get(claims.sid) {
-            Some(user) => Some(user),
-            None => {
-                let generation = state.sessions.generation();
-                let read_at = Instant::now();
-                let user =
-                    rampart_store::sessions::live_user(&state.db, claims.sid, state.clock.now_ms())
-                        .await?;
-                if let Some(user) = user {
-                    state.sessions.put(claims.sid, user, generation, read_at);
-                }
-                user
-            }
-        };
-        match live {
-            Some(user) if user == claims.sub => Ok(Self {
-                user_id: claims.sub,
-                session_id: claims.sid,
-            }),
-            _ => Err(Error::Unauthenticated.into()),
-        }
+        let auth = Arc::<Authentication>::from_ref(state);
+        Ok(auth.authenticate(&parts.headers).await?)
     }
 }
 
-impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
+impl<S> axum::extract::OptionalFromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    Arc<Authentication>: FromRef<S>,
+{
     type Rejection = ApiError;
 
     /// `None` without an `Authorization` header; an invalid token is still a 401.
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Option<Self>, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, ApiError> {
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Ok(None);
         }
-        <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
+        <Self as FromRequestParts<S>>::from_request_parts(parts, state)
             .await
             .map(Some)
     }

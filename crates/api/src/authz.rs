@@ -13,18 +13,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rampart_core::Error;
 use rampart_core::audit::Outcome;
+use rampart_core::{Clock, Error};
+use rampart_store::Db;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Authentication;
 use crate::problem::ApiError;
 use crate::routing::Policy;
 use crate::services::meta::RequestMeta;
-use crate::state::AppState;
 
 pub const PERMISSION_CACHE_TTL: Duration = Duration::from_secs(1);
 const PERMISSION_CACHE_MAX: usize = 100_000;
@@ -32,21 +32,26 @@ const PERMISSION_CACHE_MAX: usize = 100_000;
 /// A user's permissions and when they were read.
 type Entry = (Arc<BTreeSet<String>>, Instant);
 
-/// user id → its permissions. Like [`crate::auth::SessionCache`], an answer read while a
-/// change was being announced is not cached (the generation moved).
-#[derive(Default)]
+/// user id → its permissions, read through its own database handle. Like the session
+/// cache of [`Authentication`], an answer read while a change was being announced is not
+/// cached (the generation moved).
 pub struct PermissionCache {
+    db: Db,
     entries: Mutex<HashMap<Uuid, Entry>>,
     generation: AtomicU64,
 }
 
 impl PermissionCache {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            entries: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
     /// The user's permissions, from the cache or (once per TTL) the database.
-    pub async fn get(
-        &self,
-        state: &AppState,
-        user_id: Uuid,
-    ) -> Result<Arc<BTreeSet<String>>, Error> {
+    pub async fn get(&self, user_id: Uuid) -> Result<Arc<BTreeSet<String>>, Error> {
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((perms, at)) = entries.get(&user_id)
@@ -59,7 +64,7 @@ impl PermissionCache {
         // Aged from before the read: an entry never outlives the TTL counted from when it
         // may have gone stale.
         let read_at = Instant::now();
-        let perms = Arc::new(rampart_store::rbac::user_permissions(&state.db, user_id).await?);
+        let perms = Arc::new(rampart_store::rbac::user_permissions(&self.db, user_id).await?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) != generation {
             return Ok(perms);
@@ -74,7 +79,7 @@ impl PermissionCache {
         Ok(perms)
     }
 
-    /// Forgets everything. Use [`AppState::permissions_changed`] after a change to roles,
+    /// Forgets everything. Use `AppState::permissions_changed` after a change to roles,
     /// grants or assignments, which also tells the other instances.
     pub(crate) fn clear(&self) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,24 +88,34 @@ impl PermissionCache {
     }
 }
 
-/// Runs `policy` for one request; on success the [`AuthUser`] is left in the request's
-/// extensions for the handler.
-pub async fn enforce(policy: Policy, req: Request, next: Next) -> Response {
+/// Runs `policy` for one request; on success the [`AuthUser`](crate::auth::AuthUser) is left in the request's
+/// extensions for the handler. The components come from `state` through [`FromRef`].
+pub async fn enforce<S>(policy: Policy, state: &S, req: Request, next: Next) -> Response
+where
+    S: Send + Sync,
+    Arc<Authentication>: FromRef<S>,
+    Arc<PermissionCache>: FromRef<S>,
+    Db: FromRef<S>,
+    Arc<dyn Clock>: FromRef<S>,
+{
     let required = match policy {
         Policy::Public => return next.run(req).await,
         Policy::Authenticated => None,
         Policy::Permission(p) => Some(p),
     };
-    let Some(state) = req.extensions().get::<AppState>().cloned() else {
-        return ApiError(Error::internal(anyhow::anyhow!("state missing"))).into_response();
-    };
     let (mut parts, body) = req.into_parts();
-    let user = match AuthUser::from_request_parts(&mut parts, &state).await {
+    let user = match Arc::<Authentication>::from_ref(state)
+        .authenticate(&parts.headers)
+        .await
+    {
         Ok(user) => user,
-        Err(rejection) => return rejection.into_response(),
+        Err(e) => return ApiError(e).into_response(),
     };
     if let Some(permission) = required {
-        let allowed = match state.permissions.get(&state, user.user_id).await {
+        let allowed = match Arc::<PermissionCache>::from_ref(state)
+            .get(user.user_id)
+            .await
+        {
             Ok(perms) => perms.contains(permission),
             Err(e) => return ApiError(e).into_response(),
         };
@@ -110,7 +125,7 @@ pub async fn enforce(policy: Policy, req: Request, next: Next) -> Response {
                 .get::<MatchedPath>()
                 .map(|m| m.as_str().to_owned())
                 .unwrap_or_default();
-            if let Ok(meta) = RequestMeta::from_request_parts(&mut parts, &state).await {
+            if let Ok(meta) = RequestMeta::from_request_parts(&mut parts, state).await {
                 let event = meta
                     .event("authz.denied", Outcome::Denied)
                     .with_actor(user.user_id)
@@ -119,8 +134,9 @@ pub async fn enforce(policy: Policy, req: Request, next: Next) -> Response {
                         "method": parts.method.as_str(),
                         "route": route,
                     }));
+                let now_ms = Arc::<dyn Clock>::from_ref(state).now_ms();
                 if let Err(e) =
-                    rampart_store::audit::record(&state.db, &event, state.clock.now_ms()).await
+                    rampart_store::audit::record(&Db::from_ref(state), &event, now_ms).await
                 {
                     return ApiError(e).into_response();
                 }

@@ -1,6 +1,6 @@
 //! Telling every instance that cached session liveness or permissions went stale.
 //!
-//! Each instance caches "session S is live" ([`crate::auth::SessionCache`]) and "user U
+//! Each instance caches "session S is live" ([`crate::auth::Authentication`]) and "user U
 //! holds these permissions" ([`crate::authz::PermissionCache`]) for at most one second.
 //! A change made on one instance evicts its own cache in the same request, and — with
 //! `REDIS_URL` — publishes a message on `<prefix>:invalidate` that every instance's
@@ -47,7 +47,7 @@ impl AppState {
         if ids.is_empty() {
             return;
         }
-        self.sessions.evict(&ids);
+        self.auth.sessions_ended(&ids);
         for chunk in ids.chunks(SESSIONS_PER_MESSAGE) {
             let list: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
             self.publish(format!("{SESSIONS}{}", list.join(",")));
@@ -84,7 +84,7 @@ impl AppState {
                 .split(',')
                 .filter_map(|id| Uuid::parse_str(id).ok())
                 .collect();
-            self.sessions.evict(&ids);
+            self.auth.sessions_ended(&ids);
         } else if !message.starts_with(HEARTBEAT) {
             tracing::debug!("ignored an unknown invalidation message");
         }
@@ -139,7 +139,7 @@ pub fn spawn_subscriber(state: AppState) -> Option<tokio::task::JoinHandle<()>> 
             match redis.subscribe_invalidations().await {
                 Ok(mut messages) => {
                     // Anything published while we were not listening is lost: start over.
-                    state.sessions.clear();
+                    state.auth.forget_sessions();
                     state.permissions.clear();
                     backoff = RESUBSCRIBE_MIN;
                     state.invalidations_subscribed.store(true, Ordering::SeqCst);

@@ -205,7 +205,7 @@ impl<T: Fields + Bind, P: Bind> Resource<T, P> {
     /// The only place a scope is decided: `Any` for a caller holding one of `overrides`
     /// now, else the caller's own objects.
     async fn scope(&self, state: &AppState, caller: AuthUser, overrides: &[&str]) -> Result<Scope> {
-        let held = state.permissions.get(state, caller.user_id).await?;
+        let held = state.permissions.get(caller.user_id).await?;
         if overrides.iter().any(|p| held.contains(*p)) {
             Ok(Scope::Any)
         } else {

@@ -340,8 +340,15 @@ fn method(
     method_router: axum::routing::MethodRouter<AppState>,
 ) -> axum::routing::MethodRouter<AppState> {
     method_router
-        .route_layer(mw::from_fn(move |req: Request, next: Next| {
-            crate::authz::enforce(policy, req, next)
+        .route_layer(mw::from_fn(move |req: Request, next: Next| async move {
+            // The state the router was built with, put there by the outer `Extension` layer.
+            let Some(state) = req.extensions().get::<AppState>().cloned() else {
+                return crate::problem::ApiError(rampart_core::Error::internal(anyhow::anyhow!(
+                    "the application state is missing from the request"
+                )))
+                .into_response();
+            };
+            crate::authz::enforce(policy, &state, req, next).await
         }))
         .route_layer(mw::from_fn(move |req: Request, next: Next| {
             post_route_checks(limit, req, next)

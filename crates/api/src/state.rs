@@ -1,7 +1,12 @@
-//! The state every handler and middleware shares. One `Arc`: every layer and extractor
-//! clones it per request, and a profile of `/users/me` (docs/benchmarks.md) showed the
-//! field-by-field clone and drop of the former struct of handles at 3.6 % of the server's
-//! CPU. Fields are reached through `Deref` (`state.db`, `state.config`…).
+//! The composition root: the one place that builds every component and wires them
+//! together. Each component is a standalone module holding only what it needs
+//! ([`Authentication`]: token service, database, clock, liveness cache;
+//! [`PermissionCache`]: database and its cache; [`RateLimits`]; [`TokenService`];
+//! [`HashPool`]; [`Db`]) and knows nothing of this module. Extractors and middleware reach
+//! a component through [`FromRef`], which clones one `Arc`; handlers take the whole
+//! `State<AppState>`, itself one `Arc` (a profile of `/users/me` showed the field-by-field
+//! clone and drop of the former struct of handles at 3.6 % of the server's CPU,
+//! docs/benchmarks.md). Fields are reached through `Deref` (`state.db`, `state.config`…).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +20,9 @@ use rampart_core::{Clock, Error};
 use rampart_store::mail::Mailer;
 use rampart_store::{Db, Redis};
 
-use crate::auth::SessionCache;
+use axum::extract::FromRef;
+
+use crate::auth::Authentication;
 use crate::authz::PermissionCache;
 use crate::middleware::rate_limit::RateLimits;
 
@@ -40,7 +47,8 @@ pub struct Components {
     pub tokens: Arc<TokenService>,
     pub hashes: Arc<HashPool>,
     pub password_policy: Arc<PasswordPolicy>,
-    pub sessions: Arc<SessionCache>,
+    /// Token verification and session liveness.
+    pub auth: Arc<Authentication>,
     pub permissions: Arc<PermissionCache>,
     pub clock: Arc<dyn Clock>,
     /// Seals secrets at rest (TOTP seeds).
@@ -82,7 +90,14 @@ impl AppState {
             .hash_workers
             .unwrap_or_else(HashPool::default_workers);
         let hashes = HashPool::new(hasher, workers, config.hash_queue)?;
+        let tokens = Arc::new(tokens);
         Ok(Self(Arc::new(Components {
+            auth: Arc::new(Authentication::new(
+                Arc::clone(&tokens),
+                db.clone(),
+                Arc::clone(&clock),
+            )),
+            permissions: Arc::new(PermissionCache::new(db.clone())),
             rate_limits: Arc::new(RateLimits::new(&config, redis.clone())),
             data_keys: Arc::new(data_keys),
             mailer: Arc::new(mailer),
@@ -93,10 +108,8 @@ impl AppState {
             db,
             redis,
             keys,
-            tokens: Arc::new(tokens),
+            tokens,
             hashes: Arc::new(hashes),
-            sessions: Arc::new(SessionCache::default()),
-            permissions: Arc::new(PermissionCache::default()),
             clock,
             draining: Arc::new(AtomicBool::new(false)),
             invalidations_subscribed: Arc::new(AtomicBool::new(false)),
@@ -117,4 +130,26 @@ impl AppState {
     pub fn invalidations_subscribed(&self) -> bool {
         self.invalidations_subscribed.load(Ordering::SeqCst)
     }
+}
+
+/// How extractors and middleware reach one component without knowing [`AppState`].
+macro_rules! components {
+    ($($field:ident: $ty:ty),* $(,)?) => {$(
+        impl FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        }
+    )*};
+}
+
+components! {
+    auth: Arc<Authentication>,
+    permissions: Arc<PermissionCache>,
+    rate_limits: Arc<RateLimits>,
+    tokens: Arc<TokenService>,
+    hashes: Arc<HashPool>,
+    db: Db,
+    clock: Arc<dyn Clock>,
+    config: Arc<Config>,
 }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -47,6 +47,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 const MAX_LEEWAY: Duration = Duration::from_secs(60);
 /// Random bytes in a refresh or reset token (256 bits).
 const RANDOM_TOKEN_BYTES: usize = 32;
+/// Verified tokens remembered at most. A token is only remembered after it passed every
+/// check, so an attacker cannot fill this with forgeries; 65 536 entries are ~8 MiB.
+const VERIFIED_CACHE_MAX: usize = 65_536;
 
 /// What a verified access token says. `iss` and `aud` were checked, so they are not kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +148,65 @@ pub struct TokenService {
     audience: String,
     ttl_secs: i64,
     leeway_secs: i64,
+    verified: VerifiedCache,
+}
+
+/// Tokens this service has verified, by the SHA-256 of their text, until their `exp`.
+///
+/// Clients send the same access token for its whole lifetime, so after the first request
+/// a token's signature and claims are known good: a repeated token costs one SHA-256 (a
+/// microsecond) instead of an RSA or Ed25519 verification (~50 µs). What stays per request:
+/// - the time checks (`exp`, `nbf`, `iat` with the leeway), against the injected clock, so
+///   an entry can never outlive its token;
+/// - everything that is not the token's own validity: whether its session is live is the
+///   caller's check, made on every request, so revocation is exactly as before.
+///
+/// The cache belongs to the service, and the service to one key set: keys are loaded at
+/// start and never change in a running process, and a service built on other keys starts
+/// with an empty cache, so a token is never trusted after its key left the key set.
+/// Only successes are kept (a failure is not cached, so nothing an attacker sends can fill
+/// it); when full, expired entries are dropped, and if it is still full it starts over.
+#[derive(Default)]
+struct VerifiedCache {
+    entries: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// What a verified token says, with its `nbf` for the time checks of a repeated use.
+#[derive(Clone)]
+struct Verified {
+    claims: AccessClaims,
+    nbf: Option<i64>,
+}
+
+impl VerifiedCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<Verified> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(digest).cloned()
+    }
+
+    fn put(&self, digest: [u8; 32], verified: Verified, now: i64, leeway: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= VERIFIED_CACHE_MAX {
+            entries.retain(|_, v| v.claims.exp.saturating_add(leeway) > now);
+            if entries.len() >= VERIFIED_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, verified);
+    }
+
+    fn remove(&self, digest: &[u8; 32]) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.remove(digest);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 impl fmt::Debug for TokenService {
@@ -226,11 +288,12 @@ impl TokenService {
             audience,
             ttl_secs,
             leeway_secs,
+            verified: VerifiedCache::default(),
         };
         let now = OffsetDateTime::now_utc();
         let probe = service.issue(Uuid::nil(), Uuid::nil(), now)?;
         service
-            .check(&probe.token, now.unix_timestamp())
+            .check_uncached(&probe.token, now.unix_timestamp())
             .map_err(|reason| {
                 Error::internal(anyhow!(
                     "the active signing key {} cannot verify its own token ({reason:?})",
@@ -287,7 +350,55 @@ impl TokenService {
             .map_err(|_| Error::Unauthenticated)
     }
 
+    /// Verifies `token` without the cache, every time: for benchmarks that measure the
+    /// cryptography itself. Requests use [`Self::verify`].
+    pub fn verify_uncached(&self, token: &str, now_unix: i64) -> Result<AccessClaims> {
+        self.check_uncached(token, now_unix)
+            .map(|verified| verified.claims)
+            .map_err(|_| Error::Unauthenticated)
+    }
+
     fn check(&self, token: &str, now: i64) -> Result<AccessClaims, Rejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Rejection::TooLong);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.verified.get(&digest) {
+            return match self.check_times(&known, now) {
+                Ok(()) => Ok(known.claims),
+                Err(rejection) => {
+                    self.verified.remove(&digest);
+                    Err(rejection)
+                }
+            };
+        }
+        let verified = self.check_uncached(token, now)?;
+        let claims = verified.claims.clone();
+        self.verified.put(digest, verified, now, self.leeway_secs);
+        Ok(claims)
+    }
+
+    /// `exp`, `nbf` and `iat` against `now`, with the leeway: checked on every use of a
+    /// token, cached or not.
+    fn check_times(&self, verified: &Verified, now: i64) -> Result<(), Rejection> {
+        let leeway = self.leeway_secs;
+        if verified.claims.exp.saturating_add(leeway) <= now {
+            return Err(Rejection::Expired);
+        }
+        if verified
+            .nbf
+            .is_some_and(|nbf| nbf.saturating_sub(leeway) > now)
+        {
+            return Err(Rejection::NotYetValid);
+        }
+        // Issued in the future beyond the leeway: forged, or a badly skewed instance.
+        if verified.claims.iat.saturating_sub(leeway) > now {
+            return Err(Rejection::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn check_uncached(&self, token: &str, now: i64) -> Result<Verified, Rejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Rejection::TooLong);
         }
@@ -320,22 +431,21 @@ impl TokenService {
             })?
             .claims;
 
-        let leeway = self.leeway_secs;
         let exp = claims.exp.ok_or(Rejection::Claims)?;
-        if exp.saturating_add(leeway) <= now {
-            return Err(Rejection::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf.saturating_sub(leeway) > now)
-        {
-            return Err(Rejection::NotYetValid);
-        }
-        // Issued in the future beyond the leeway: forged, or a badly skewed instance.
         let iat = claims.iat.ok_or(Rejection::Claims)?;
-        if iat.saturating_sub(leeway) > now {
-            return Err(Rejection::NotYetValid);
-        }
+        // The claims that matter are only known here; the times are checked before the
+        // issuer and audience, as always.
+        let times = Verified {
+            claims: AccessClaims {
+                sub: Uuid::nil(),
+                sid: Uuid::nil(),
+                jti: Uuid::nil(),
+                iat,
+                exp,
+            },
+            nbf: claims.nbf,
+        };
+        self.check_times(&times, now)?;
         if claims.iss.as_deref() != Some(self.issuer.as_str()) {
             return Err(Rejection::Issuer);
         }
@@ -352,12 +462,15 @@ impl TokenService {
                 .and_then(|text| Uuid::try_parse(&text).ok())
                 .ok_or(Rejection::Claims)
         };
-        Ok(AccessClaims {
-            sub: uuid(claims.sub)?,
-            sid: uuid(claims.sid)?,
-            jti: uuid(claims.jti)?,
-            iat,
-            exp,
+        Ok(Verified {
+            claims: AccessClaims {
+                sub: uuid(claims.sub)?,
+                sid: uuid(claims.sid)?,
+                jti: uuid(claims.jti)?,
+                iat,
+                exp,
+            },
+            nbf: claims.nbf,
         })
     }
 }
@@ -1047,6 +1160,97 @@ mod tests {
         assert!(after.verify(&new.token, t).is_ok());
         // The old service does not know the new key.
         assert_eq!(rejected(&before, &new.token, t), Rejection::UnknownKid);
+    }
+
+    #[test]
+    fn a_repeated_token_is_served_from_the_cache_with_every_time_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let ed = service(ed_store(dir.path()), JwtAlg::EdDsa);
+        let issued = ed.issue(Uuid::now_v7(), Uuid::now_v7(), now()).unwrap();
+        let t = now().unix_timestamp();
+        assert_eq!(ed.verified.len(), 0);
+        let first = ed.verify(&issued.token, t).unwrap();
+        assert_eq!(ed.verified.len(), 1);
+        assert_eq!(ed.verify(&issued.token, t + 1).unwrap(), first);
+        assert_eq!(ed.verified.len(), 1);
+        // Time moves on: the cached token expires exactly when an uncached one would.
+        let exp = first.exp;
+        assert!(ed.verify(&issued.token, exp + 29).is_ok());
+        assert_eq!(rejected(&ed, &issued.token, exp + 30), Rejection::Expired);
+        assert_eq!(ed.verified.len(), 0, "an expired token leaves the cache");
+        // Issued in the future beyond the leeway, seen from a clock that went back.
+        assert!(ed.verify(&issued.token, t).is_ok());
+        assert_eq!(
+            rejected(&ed, &issued.token, first.iat - 31),
+            Rejection::NotYetValid
+        );
+    }
+
+    #[test]
+    fn a_cached_token_keeps_its_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ed_store(dir.path());
+        let ed = service(Arc::clone(&store), JwtAlg::EdDsa);
+        let t = now().unix_timestamp();
+        let mut claims = good_claims(t);
+        claims["nbf"] = json!(t + 20);
+        let token = sign_as_service(&ed, store.active(), &claims);
+        assert!(ed.verify(&token, t).is_ok()); // within the 30 s leeway
+        assert_eq!(ed.verified.len(), 1);
+        assert_eq!(rejected(&ed, &token, t - 11), Rejection::NotYetValid);
+    }
+
+    #[test]
+    fn a_refused_token_is_never_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ed_store(dir.path());
+        let ed = service(Arc::clone(&store), JwtAlg::EdDsa);
+        let issued = ed.issue(Uuid::now_v7(), Uuid::now_v7(), now()).unwrap();
+        let t = now().unix_timestamp();
+        let parts = segments(&issued.token);
+        let mut claims = payload(&issued.token);
+        claims["sub"] = json!(Uuid::now_v7());
+        let tampered = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
+        for _ in 0..3 {
+            assert_eq!(rejected(&ed, &tampered, t), Rejection::Signature);
+        }
+        let mut claims = good_claims(t);
+        claims["iss"] = json!("someone-else");
+        let foreign = sign_as_service(&ed, store.active(), &claims);
+        for _ in 0..3 {
+            assert_eq!(rejected(&ed, &foreign, t), Rejection::Issuer);
+        }
+        assert_eq!(ed.verified.len(), 0);
+        // The genuine token, verified once, does not make its tampered twin pass.
+        assert!(ed.verify(&issued.token, t).is_ok());
+        assert_eq!(rejected(&ed, &tampered, t), Rejection::Signature);
+    }
+
+    #[test]
+    fn a_cached_token_is_not_trusted_by_a_service_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = service(ed_store(dir.path()), JwtAlg::EdDsa);
+        let token = before
+            .issue(Uuid::now_v7(), Uuid::now_v7(), now())
+            .unwrap()
+            .token;
+        let t = now().unix_timestamp();
+        assert!(before.verify(&token, t).is_ok());
+        // The key leaves the key set: a service on the new set starts with its own cache.
+        let other = tempfile::tempdir().unwrap();
+        let after = service(ed_store(other.path()), JwtAlg::EdDsa);
+        assert_eq!(rejected(&after, &token, t), Rejection::UnknownKid);
+    }
+
+    #[test]
+    fn verify_uncached_checks_everything_and_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ed = service(ed_store(dir.path()), JwtAlg::EdDsa);
+        let issued = ed.issue(Uuid::now_v7(), Uuid::now_v7(), now()).unwrap();
+        let t = now().unix_timestamp();
+        assert!(ed.verify_uncached(&issued.token, t).is_ok());
+        assert!(ed.verify_uncached(&issued.token, t + 10_000).is_err());
+        assert_eq!(ed.verified.len(), 0);
     }
 
     #[test]

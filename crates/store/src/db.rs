@@ -33,6 +33,12 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection idle this long is pinged before it is handed out; one used more
+/// recently is handed out as is. sqlx's default pings on *every* acquire, which put a
+/// second database round trip (and two more wake-ups) into every request: a profile of
+/// `/users/me` showed it (docs/benchmarks.md). A connection that died since its last use
+/// within this window fails its query, and sqlx closes it instead of returning it.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -188,7 +194,16 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> anyhow::Result<SqlitePool>
         .synchronous(SqliteSynchronous::Normal);
     let mut pool = SqlitePoolOptions::new()
         .max_connections(pool_size)
-        .acquire_timeout(ACQUIRE_TIMEOUT);
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        });
     if in_memory {
         // A shared-cache in-memory database lives as long as one connection to it does.
         pool = pool
@@ -254,6 +269,15 @@ async fn connect_postgres(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::Executor::execute(conn, SESSION_READ_COMMITTED).await?;
