@@ -9,6 +9,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a profile of `/users/me` under load put glibc's
+/// allocator (`_int_malloc`, `_int_free`, `malloc_consolidate`, `unlink_chunk`) at ~14 % of
+/// the server's CPU, from the many small per-request allocations of the HTTP stack
+/// (docs/benchmarks.md has the profile and the before/after figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // aws-lc-rs everywhere (sqlx, reqwest): one process-wide rustls provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
