@@ -145,9 +145,9 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
     let proxies = middleware::client_ip::TrustedProxies(Arc::new(config.trusted_proxies.clone()));
 
     Ok(router
-        // Outermost of the route layers, so nothing a route carries runs before it.
+        // Outermost of the route layers, so nothing a route carries runs before it. It
+        // also leaves the route template on the response for the access log.
         .route_layer(mw::from_fn_with_state(table, policies::guard))
-        .route_layer(mw::from_fn(middleware::access_log::record_route))
         .fallback(not_found)
         .with_state(state.clone())
         // Outer layers, innermost first: these see every request, matched or not.

@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::OpenApi;
 
+use crate::middleware::access_log::RouteTemplate;
 use crate::problem::Problem;
 use crate::routing::{POLICY_EXTENSION, UNDOCUMENTED_EXTENSION};
 
@@ -283,18 +284,23 @@ fn read_debug_str(s: &str) -> Option<(String, &str)> {
 /// also passes through here). Mounted with `route_layer` over every route
 /// [`crate::build_router`] serves, so it sees the matched path.
 pub async fn guard(State(table): State<PolicyTable>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str();
-    let Some(path) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-    else {
-        tracing::error!(%method, "refused a routed request without a matched path");
+    let Some(matched) = req.extensions().get::<MatchedPath>().cloned() else {
+        tracing::error!(method = %req.method(), "refused a routed request without a matched path");
         return Problem::for_status(StatusCode::NOT_FOUND).into_response();
     };
-    if table.policy(method, path).is_some() {
-        return next.run(req).await;
-    }
+    let path = matched.as_str();
+    let declared = table.policy(req.method().as_str(), path).is_some();
+    let mut response = if declared {
+        next.run(req).await
+    } else {
+        refuse_undeclared(&table, req.method().as_str(), path)
+    };
+    // The access log's `route` field (one layer fewer than a separate recorder).
+    response.extensions_mut().insert(RouteTemplate(matched));
+    response
+}
+
+fn refuse_undeclared(table: &PolicyTable, method: &str, path: &str) -> Response {
     let allowed = table.allowed(path);
     if allowed.is_empty() {
         tracing::error!(%method, route = path, "refused a request to a route that declares no policy");

@@ -12,23 +12,10 @@ use tracing::Instrument;
 
 use crate::extract::{ClientIp, RequestId};
 
-/// The matched route template, copied into the response by [`record_route`] so that the
-/// outer logging layer can read it after routing.
+/// The matched route's template, left on the response by the policy guard
+/// ([`crate::policies::guard`]) for the access log's `route` field.
 #[derive(Clone)]
-struct RouteTemplate(String);
-
-/// Runs inside the router (as a route layer) where the template is known.
-pub async fn record_route(req: Request, next: Next) -> Response {
-    let template = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| RouteTemplate(m.as_str().to_owned()));
-    let mut response = next.run(req).await;
-    if let Some(t) = template {
-        response.extensions_mut().insert(t);
-    }
-    response
-}
+pub(crate) struct RouteTemplate(pub(crate) MatchedPath);
 
 pub async fn layer(req: Request, next: Next) -> Response {
     let started = Instant::now();
