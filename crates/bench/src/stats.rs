@@ -14,6 +14,8 @@ pub struct Outcomes {
     pub statuses: BTreeMap<u16, u64>,
     /// Connection-level failures (reset, refused, hyper errors).
     pub transport_errors: u64,
+    /// Latencies of the 503 answers: how fast excess work is shed.
+    pub shed_latencies: Vec<Duration>,
 }
 
 impl Outcomes {
@@ -23,6 +25,18 @@ impl Outcomes {
             *self.statuses.entry(status).or_default() += n;
         }
         self.transport_errors += other.transport_errors;
+        self.shed_latencies.extend(other.shed_latencies);
+    }
+
+    /// Counts one answer and keeps its latency: 2xx in `latencies`, 503 in
+    /// `shed_latencies`.
+    pub fn record(&mut self, status: u16, latency: Duration) {
+        *self.statuses.entry(status).or_default() += 1;
+        if (200..300).contains(&status) {
+            self.latencies.push(latency);
+        } else if status == 503 {
+            self.shed_latencies.push(latency);
+        }
     }
 
     pub fn count(&self, status: u16) -> u64 {
@@ -83,6 +97,15 @@ pub fn summarize(latencies: &mut [Duration]) -> Summary {
     }
 }
 
+/// The median of `samples` (the lower middle one of an even count); `None` when empty.
+pub fn median(samples: &mut [Duration]) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    Some(samples[(samples.len() - 1) / 2])
+}
+
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -115,6 +138,27 @@ fn process_stat(pid: &str) -> Option<(u64, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime, minflt))
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`…), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, field)
+}
+
+/// `field` of a `/proc/<pid>/status` text: a line `Field:   1234 kB`.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        let mut words = value.split_whitespace();
+        let kib = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(kib)
+    })
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
 }
 
 /// Ticks of every process whose command name is `comm` (e.g. all PostgreSQL backends).
@@ -161,6 +205,7 @@ pub struct CpuSnapshot {
 }
 
 /// Where the CPU went between two snapshots, in cores (1.0 = one core fully busy).
+#[derive(Clone, Copy)]
 pub struct CpuUse {
     /// Every server instance together.
     pub server: f64,
@@ -215,6 +260,11 @@ impl CpuSnapshot {
 }
 
 impl CpuUse {
+    /// Server CPU per answer at `rate` answers per second, in µs (server cores ÷ rate).
+    pub fn server_us_per(&self, rate: f64) -> Option<f64> {
+        (rate > 0.0).then(|| self.server / rate * 1e6)
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "server {:.2}, postgres {:.2}, redis {:.2}, load generator {:.2}, other processes {:.2}; busy {:.2} of {:.0}; server page faults {:.0}/s",
@@ -305,5 +355,38 @@ mod tests {
         assert_eq!(s.max, Duration::from_millis(100));
         let mut one = vec![Duration::from_millis(7)];
         assert_eq!(summarize(&mut one).p99, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(9), ms(1), ms(5)]), Some(ms(5)));
+        assert_eq!(median(&mut [ms(4), ms(1), ms(3), ms(2)]), Some(ms(2)));
+        assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn status_fields_in_kib() {
+        let status = "Name:\trampart\nVmHWM:\t   40960 kB\nVmRSS:\t   20480 kB\nThreads:\t5\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(20_480));
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(40_960));
+        // A prefix of another field's name is not that field; a field without kB is not one.
+        assert_eq!(parse_status_kib(status, "VmR"), None);
+        assert_eq!(parse_status_kib(status, "Threads"), None);
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn outcomes_keep_success_and_shed_latencies_apart() {
+        let mut out = Outcomes::default();
+        out.record(200, Duration::from_millis(3));
+        out.record(503, Duration::from_millis(1));
+        out.record(401, Duration::from_millis(2));
+        assert_eq!(out.latencies, [Duration::from_millis(3)]);
+        assert_eq!(out.shed_latencies, [Duration::from_millis(1)]);
+        assert_eq!((out.count(200), out.count(503), out.non_200()), (1, 1, 2));
+        let mut all = Outcomes::default();
+        all.merge(out);
+        assert_eq!(all.shed_latencies.len(), 1);
     }
 }
