@@ -161,19 +161,30 @@ pub fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-/// Ticks of every process whose command name is `comm` (e.g. all PostgreSQL backends).
-fn ticks_by_name(comm: &str) -> u64 {
+/// Ticks of each process whose command name is `comm` (e.g. every PostgreSQL backend),
+/// by pid.
+fn ticks_by_name(comm: &str) -> BTreeMap<u32, u64> {
     let Ok(entries) = fs::read_dir("/proc") else {
-        return 0;
+        return BTreeMap::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|name| name.parse::<u32>().ok())
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim() == comm)
         })
-        .filter_map(|pid| process_ticks(&pid))
+        .filter_map(|pid| process_ticks(&pid.to_string()).map(|ticks| (pid, ticks)))
+        .collect()
+}
+
+/// Ticks the processes of `now` used since `then`: a process absent from `then` started in
+/// between and counts whole. Per process, so that backends other sessions close during the
+/// window do not subtract their whole lifetime from the sum (the ticks of a process that
+/// exits within the window are lost instead, a small undercount).
+fn grown(now: &BTreeMap<u32, u64>, then: &BTreeMap<u32, u64>) -> u64 {
+    now.iter()
+        .map(|(pid, ticks)| ticks.saturating_sub(then.get(pid).copied().unwrap_or(0)))
         .sum()
 }
 
@@ -193,12 +204,12 @@ fn machine_ticks() -> Option<(u64, u64)> {
 }
 
 /// CPU counters at one instant.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CpuSnapshot {
     server: u64,
     server_faults: u64,
-    postgres: u64,
-    redis: u64,
+    postgres: BTreeMap<u32, u64>,
+    redis: BTreeMap<u32, u64>,
     bench: u64,
     machine: (u64, u64),
     at: std::time::Instant,
@@ -239,15 +250,16 @@ impl CpuSnapshot {
 
     pub fn since(&self, earlier: &CpuSnapshot, hz: f64) -> CpuUse {
         let secs = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
-        let cores = |now: u64, then: u64| now.saturating_sub(then) as f64 / hz / secs;
+        let in_cores = |ticks: u64| ticks as f64 / hz / secs;
+        let cores = |now: u64, then: u64| in_cores(now.saturating_sub(then));
         let busy = self.machine.0.saturating_sub(earlier.machine.0) as f64;
         let total = self.machine.1.saturating_sub(earlier.machine.1) as f64;
         let ncores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         CpuUse {
             server: cores(self.server, earlier.server),
             server_faults: self.server_faults.saturating_sub(earlier.server_faults) as f64 / secs,
-            postgres: cores(self.postgres, earlier.postgres),
-            redis: cores(self.redis, earlier.redis),
+            postgres: in_cores(grown(&self.postgres, &earlier.postgres)),
+            redis: in_cores(grown(&self.redis, &earlier.redis)),
             bench: cores(self.bench, earlier.bench),
             machine_busy: if total > 0.0 {
                 busy / total * ncores
@@ -355,6 +367,15 @@ mod tests {
         assert_eq!(s.max, Duration::from_millis(100));
         let mut one = vec![Duration::from_millis(7)];
         assert_eq!(summarize(&mut one).p99, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn process_ticks_grow_per_pid() {
+        let then = BTreeMap::from([(10, 500), (11, 9_000), (12, 40)]);
+        // 11 exited (its lifetime is not subtracted), 13 started, 10 and 12 kept running.
+        let now = BTreeMap::from([(10, 530), (12, 40), (13, 7)]);
+        assert_eq!(grown(&now, &then), 30 + 7);
+        assert_eq!(grown(&then, &then), 0);
     }
 
     #[test]
