@@ -26,18 +26,18 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use rampart_core::passwords::{HashParams, HashPool};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::http::{self, Body, Conn, Target};
 use crate::server::{Cluster, Database, RedisSettings};
 use crate::stats::{self, CpuSnapshot, CpuUse, Outcomes, Summary};
 use crate::{LoadArgs, crypto};
 
-const PASSWORD: &str = "violet-harbor-lamp-7";
+pub const PASSWORD: &str = "violet-harbor-lamp-7";
 /// Connections of the paced probe: enough that one slow answer does not hold up the next
 /// due request (each connection carries every 16th request).
 const PROBE_CONNECTIONS: usize = 16;
-const WARM_UP: Duration = Duration::from_secs(2);
+pub const WARM_UP: Duration = Duration::from_secs(2);
 
 pub fn run(args: &LoadArgs) -> Result<()> {
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
@@ -124,20 +124,28 @@ async fn run_async(args: &LoadArgs, limits: HashLimit) -> Result<()> {
 }
 
 /// One row of the result table.
-struct Row {
-    phase: String,
-    connections: usize,
-    ok: u64,
-    rate: f64,
-    latency: Summary,
-    errors: String,
-    cpu: Option<CpuUse>,
+#[derive(Clone)]
+pub struct Row {
+    pub phase: String,
+    pub connections: usize,
+    pub ok: u64,
+    pub rate: f64,
+    pub latency: Summary,
+    pub errors: String,
+    pub cpu: Option<CpuUse>,
     /// ok/s of each instance (printed when there are several).
-    per_instance: Vec<f64>,
+    pub per_instance: Vec<f64>,
 }
 
 impl Row {
-    fn print(&self) {
+    /// Server CPU per 200 answer, in µs.
+    pub fn server_us(&self) -> Option<f64> {
+        self.cpu
+            .as_ref()
+            .and_then(|cpu| cpu.server_us_per(self.rate))
+    }
+
+    pub fn print(&self) {
         println!(
             "{:<34} {:>5} {:>9} {:>10.0} {:>8} {:>8} {:>8}  {}",
             self.phase,
@@ -158,11 +166,14 @@ impl Row {
         }
         if let Some(cpu) = &self.cpu {
             println!("{:<34} cpu (cores): {}", "", cpu.describe());
+            if let Some(us) = self.server_us() {
+                println!("{:<34} server cpu per 200: {us:.0} µs", "");
+            }
         }
     }
 }
 
-fn print_header() {
+pub fn print_header() {
     println!(
         "{:<34} {:>5} {:>9} {:>10} {:>8} {:>8} {:>8}  errors",
         "phase", "conns", "ok", "ok/s", "p50 ms", "p99 ms", "max ms"
@@ -296,15 +307,7 @@ async fn phases(
 
     let setup_start = Instant::now();
     let tokens = Arc::new(setup_users(&targets, args.users).await?);
-    let logins: Arc<Vec<Bytes>> = Arc::new(
-        (0..args.users)
-            .map(|i| {
-                Bytes::from(
-                    serde_json::json!({"email": email(i), "password": PASSWORD}).to_string(),
-                )
-            })
-            .collect(),
-    );
+    let logins = login_bodies(args.users);
     println!(
         "\nregistered and logged in {} users in {:.1} s",
         args.users,
@@ -312,13 +315,7 @@ async fn phases(
     );
 
     // Tokens issued by every instance are used on every instance.
-    let me: MakeRequest = {
-        let tokens = Arc::clone(&tokens);
-        Arc::new(move |target: &Target, task: usize, seq: u64| {
-            let token = &tokens[(task + seq as usize) % tokens.len()];
-            target.get("/api/v1/users/me", Some(token))
-        })
-    };
+    let me = me_requests(Arc::clone(&tokens));
     let skip = |phase: &str| args.skip.iter().any(|s| s == phase);
 
     // Warm-up: connections, caches, the database's plan cache. Not reported.
@@ -443,7 +440,7 @@ async fn phases(
 }
 
 /// A row from the outcomes of each instance (one entry: no per-instance line).
-fn row(
+pub fn row(
     phase: &str,
     connections: usize,
     parts: Vec<Outcomes>,
@@ -473,13 +470,13 @@ fn row(
     }
 }
 
-fn email(i: usize) -> String {
+pub fn email(i: usize) -> String {
     format!("bench{i}@bench.example")
 }
 
 /// Registers `users` users and logs each in, spread over the instances; returns their
 /// bearer headers.
-async fn setup_users(targets: &[Target], users: usize) -> Result<Vec<HeaderValue>> {
+pub async fn setup_users(targets: &[Target], users: usize) -> Result<Vec<HeaderValue>> {
     // A few at a time: each registration and login costs one Argon2 hash on the server.
     const PARALLEL: usize = 4;
     let mut tasks = Vec::new();
@@ -532,86 +529,133 @@ async fn setup_users(targets: &[Target], users: usize) -> Result<Vec<HeaderValue
 }
 
 /// The request of a task's `seq`-th turn, for the instance the task is connected to.
-type MakeRequest = Arc<dyn Fn(&Target, usize, u64) -> Result<hyper::Request<Body>> + Send + Sync>;
+pub type MakeRequest =
+    Arc<dyn Fn(&Target, usize, u64) -> Result<hyper::Request<Body>> + Send + Sync>;
+
+/// `GET /api/v1/users/me`, rotating over the users' bearer headers.
+pub fn me_requests(tokens: Arc<Vec<HeaderValue>>) -> MakeRequest {
+    Arc::new(move |target: &Target, task: usize, seq: u64| {
+        let token = &tokens[(task + seq as usize) % tokens.len()];
+        target.get("/api/v1/users/me", Some(token))
+    })
+}
+
+/// The login bodies of `users` users (correct passwords).
+pub fn login_bodies(users: usize) -> Arc<Vec<Bytes>> {
+    Arc::new(
+        (0..users)
+            .map(|i| {
+                Bytes::from(
+                    serde_json::json!({"email": email(i), "password": PASSWORD}).to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `POST /api/v1/auth/login` with correct credentials; `clients` tasks send in turn, task
+/// t taking the users t, t + clients, t + 2 × clients… so they spread over every user.
+pub fn login_requests(logins: Arc<Vec<Bytes>>, clients: usize) -> MakeRequest {
+    Arc::new(move |target: &Target, task: usize, seq: u64| {
+        let body = logins[(task + seq as usize * clients) % logins.len()].clone();
+        target.post_json("/api/v1/auth/login", body)
+    })
+}
+
+/// How a group's connections send.
+#[derive(Clone, Copy)]
+pub enum Pace {
+    /// Each connection sends its next request as soon as the previous answer is read.
+    Closed,
+    /// Open loop at `rate` requests per second over all the group's connections: request k
+    /// is due at `start + k / rate` whatever happened before (connection k mod C sends it),
+    /// and its latency is measured from that due time as well as from the actual send.
+    Open { rate: f64 },
+}
+
+/// Connections that run together with other groups in one measured window.
+pub struct Group {
+    pub connections: usize,
+    pub make: MakeRequest,
+    pub pace: Pace,
+}
+
+/// What one group's connections saw.
+pub struct GroupOutcomes {
+    /// By instance; latencies from the actual send.
+    pub per_instance: Vec<Outcomes>,
+    /// Open loop only: every instance together, latencies from the due time.
+    pub from_due: Outcomes,
+}
 
 /// The measured window `(start, deadline)`, sent once every connection is open.
 type Window = Option<(Instant, Instant)>;
 
-async fn wait_start(rx: &mut watch::Receiver<Window>) -> Result<(Instant, Instant)> {
-    let window = rx.wait_for(Option::is_some).await?;
-    (*window).ok_or_else(|| anyhow!("no start signal"))
+/// A task's part in the start: it reports its connection open, then waits for the window.
+struct Gate {
+    ready: mpsc::Sender<()>,
+    start: watch::Receiver<Window>,
 }
 
-/// `connections` tasks, each on its own keep-alive connection to instance `task mod N`,
-/// sending the next request as soon as the previous answer is read, for `duration`.
-/// Answers after the deadline are not counted. Returns the outcomes of each instance.
-async fn closed_loop(
+impl Gate {
+    async fn pass(self) -> Result<(Instant, Instant)> {
+        let Gate { ready, mut start } = self;
+        ready.send(()).await?;
+        drop(ready);
+        let window = start.wait_for(Option::is_some).await?;
+        (*window).ok_or_else(|| anyhow!("no start signal"))
+    }
+}
+
+/// Every connection of every group, each on its own keep-alive connection (connection i of
+/// a group to instance i mod N), in one window of `duration` that opens once all are open.
+/// Answers after the deadline are not counted in closed loop; in open loop every request
+/// due before the deadline is. Returns each group's outcomes and where the CPU went.
+pub async fn run_groups(
     targets: &[Target],
-    connections: usize,
+    groups: &[Group],
     duration: Duration,
-    make: MakeRequest,
     server_pids: &[u32],
     hz: f64,
-) -> Result<(Vec<Outcomes>, Duration, Option<CpuUse>)> {
+) -> Result<(Vec<GroupOutcomes>, CpuUse)> {
     let (start_tx, start_rx) = watch::channel::<Window>(None);
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(connections);
-    let mut tasks = Vec::with_capacity(connections);
-    for task in 0..connections {
-        let (make, mut start_rx, ready_tx) =
-            (Arc::clone(&make), start_rx.clone(), ready_tx.clone());
-        let instance = task % targets.len();
-        let target = targets[instance].clone();
-        let addr = target.addr;
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Some(Conn::open(addr).await?);
-            ready_tx.send(()).await?;
-            drop(ready_tx);
-            let (_, deadline) = wait_start(&mut start_rx).await?;
-            let mut out = Outcomes::default();
-            let mut seq = 0u64;
-            loop {
-                let sent = Instant::now();
-                if sent >= deadline {
-                    break;
-                }
-                let request = make(&target, task, seq)?;
-                seq += 1;
-                if conn.is_none() {
-                    match Conn::open(addr).await {
-                        Ok(c) => conn = Some(c),
-                        Err(_) => {
-                            out.transport_errors += 1;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
+    let parties: usize = groups.iter().map(|g| g.connections).sum();
+    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(parties.max(1));
+    let mut tasks = Vec::with_capacity(parties);
+    for (index, group) in groups.iter().enumerate() {
+        for connection in 0..group.connections {
+            let instance = connection % targets.len();
+            let target = targets[instance].clone();
+            let make = Arc::clone(&group.make);
+            let gate = Gate {
+                ready: ready_tx.clone(),
+                start: start_rx.clone(),
+            };
+            let (pace, lanes) = (group.pace, group.connections);
+            tasks.push(tokio::spawn(async move {
+                let (from_send, from_due) = match pace {
+                    Pace::Closed => (
+                        closed_client(target, connection, make, gate).await?,
+                        Outcomes::default(),
+                    ),
+                    Pace::Open { rate } => {
+                        let (due, send) =
+                            open_client(target, connection, lanes, rate, make, gate).await?;
+                        (send, due)
                     }
-                }
-                let Some(c) = conn.as_mut() else { continue };
-                match c.send(request).await {
-                    Ok((status, _)) => {
-                        let done = Instant::now();
-                        if done <= deadline {
-                            *out.statuses.entry(status.as_u16()).or_default() += 1;
-                            if status.is_success() {
-                                out.latencies.push(done - sent);
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        out.transport_errors += 1;
-                        conn = None;
-                    }
-                }
-            }
-            anyhow::Ok((instance, out))
-        }));
+                };
+                anyhow::Ok((index, instance, from_send, from_due))
+            }));
+        }
     }
     drop(ready_tx);
-    for _ in 0..connections {
-        ready_rx
-            .recv()
+    for _ in 0..parties {
+        // A task that fails to connect drops its sender, but the others keep theirs.
+        tokio::time::timeout(OPEN_TIMEOUT, ready_rx.recv())
             .await
-            .ok_or_else(|| anyhow!("a client task failed before the start"))?;
+            .ok()
+            .flatten()
+            .ok_or_else(|| anyhow!("a client task failed to connect before the start"))?;
     }
     let before = CpuSnapshot::take(server_pids);
     let start = Instant::now();
@@ -619,12 +663,141 @@ async fn closed_loop(
     start_tx.send(Some((start, deadline)))?;
     tokio::time::sleep_until(deadline.into()).await;
     let cpu = CpuSnapshot::take(server_pids).since(&before, hz);
-    let mut per_instance = by_instance(targets.len());
+    let mut results: Vec<GroupOutcomes> = groups
+        .iter()
+        .map(|_| GroupOutcomes {
+            per_instance: by_instance(targets.len()),
+            from_due: Outcomes::default(),
+        })
+        .collect();
     for task in tasks {
-        let (instance, out) = task.await??;
-        per_instance[instance].merge(out);
+        let (group, instance, from_send, from_due) = task.await??;
+        results[group].per_instance[instance].merge(from_send);
+        results[group].from_due.merge(from_due);
     }
-    Ok((per_instance, duration, Some(cpu)))
+    Ok((results, cpu))
+}
+
+/// How long the connections of a window may take to open.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One closed-loop connection: the next request as soon as the previous answer is read.
+async fn closed_client(
+    target: Target,
+    task: usize,
+    make: MakeRequest,
+    gate: Gate,
+) -> Result<Outcomes> {
+    let addr = target.addr;
+    let mut conn = Some(Conn::open(addr).await?);
+    let (_, deadline) = gate.pass().await?;
+    let mut out = Outcomes::default();
+    let mut seq = 0u64;
+    loop {
+        let sent = Instant::now();
+        if sent >= deadline {
+            break;
+        }
+        let request = make(&target, task, seq)?;
+        seq += 1;
+        if conn.is_none() {
+            match Conn::open(addr).await {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    out.transport_errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match c.send(request).await {
+            Ok((status, _)) => {
+                let done = Instant::now();
+                if done <= deadline {
+                    out.record(status.as_u16(), done - sent);
+                }
+            }
+            Err(_) => {
+                out.transport_errors += 1;
+                conn = None;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Lane `lane` of `lanes` of an open loop at `rate` requests per second: it sends the
+/// requests due at `start + k / rate` for k = lane, lane + lanes, …. Returns the outcomes
+/// with latencies from the due time, then from the actual send.
+async fn open_client(
+    target: Target,
+    lane: usize,
+    lanes: usize,
+    rate: f64,
+    make: MakeRequest,
+    gate: Gate,
+) -> Result<(Outcomes, Outcomes)> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut conn = Some(Conn::open(target.addr).await?);
+    let (start, deadline) = gate.pass().await?;
+    // From the due time (what a user sees) and from the actual send (the server's share);
+    // the difference is time the request waited to be sent.
+    let (mut from_due, mut from_send) = (Outcomes::default(), Outcomes::default());
+    let mut slot = u32::try_from(lane)?;
+    let stride = u32::try_from(lanes)?;
+    loop {
+        let due = start + interval * slot;
+        if due >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let request = make(&target, lane, u64::from(slot))?;
+        slot += stride;
+        let sent = Instant::now();
+        if conn.is_none() {
+            match Conn::open(target.addr).await {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    from_due.transport_errors += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match c.send(request).await {
+            Ok((status, _)) => {
+                let done = Instant::now();
+                from_due.record(status.as_u16(), done - due);
+                from_send.record(status.as_u16(), done - sent);
+            }
+            Err(_) => {
+                from_due.transport_errors += 1;
+                from_send.transport_errors += 1;
+                conn = None;
+            }
+        }
+    }
+    Ok((from_due, from_send))
+}
+
+/// `connections` closed-loop tasks of `make` for `duration`; the outcomes of each instance.
+pub async fn closed_loop(
+    targets: &[Target],
+    connections: usize,
+    duration: Duration,
+    make: MakeRequest,
+    server_pids: &[u32],
+    hz: f64,
+) -> Result<(Vec<Outcomes>, Duration, Option<CpuUse>)> {
+    let group = Group {
+        connections,
+        make,
+        pace: Pace::Closed,
+    };
+    let (mut results, cpu) = run_groups(targets, &[group], duration, server_pids, hz).await?;
+    let group = results.pop().ok_or_else(|| anyhow!("no outcomes"))?;
+    Ok((group.per_instance, duration, Some(cpu)))
 }
 
 fn by_instance(instances: usize) -> Vec<Outcomes> {
@@ -633,7 +806,8 @@ fn by_instance(instances: usize) -> Vec<Outcomes> {
 
 /// Logins (closed loop) and the paced `/me` probe (open loop), started together; login
 /// client i and probe connection i go to instance i mod N. Returns the logins of each
-/// instance, and the probe's outcomes (all instances together).
+/// instance, and the probe's outcomes (all instances together) from the due time and from
+/// the send.
 #[allow(clippy::too_many_arguments)]
 async fn login_flood(
     targets: &[Target],
@@ -644,142 +818,32 @@ async fn login_flood(
     server_pids: &[u32],
     hz: f64,
 ) -> Result<(Vec<Outcomes>, (Outcomes, Outcomes), Duration, CpuUse)> {
-    let (start_tx, start_rx) = watch::channel::<Window>(None);
-    let parties = args.login_clients + PROBE_CONNECTIONS;
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(parties);
-
-    let mut flood = Vec::new();
-    let login_clients = args.login_clients;
-    for client in 0..login_clients {
-        let instance = client % targets.len();
-        let (target, logins) = (targets[instance].clone(), Arc::clone(&logins));
-        let (mut start_rx, ready_tx) = (start_rx.clone(), ready_tx.clone());
-        flood.push(tokio::spawn(async move {
-            let mut conn = Some(Conn::open(target.addr).await?);
-            ready_tx.send(()).await?;
-            drop(ready_tx);
-            let (_, deadline) = wait_start(&mut start_rx).await?;
-            let mut out = Outcomes::default();
-            let mut next = client;
-            loop {
-                let sent = Instant::now();
-                if sent >= deadline {
-                    break;
-                }
-                let body = logins[next % logins.len()].clone();
-                next += login_clients;
-                let request = target.post_json("/api/v1/auth/login", body)?;
-                if conn.is_none() {
-                    match Conn::open(target.addr).await {
-                        Ok(c) => conn = Some(c),
-                        Err(_) => {
-                            out.transport_errors += 1;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = conn.as_mut() else { continue };
-                match c.send(request).await {
-                    Ok((status, _)) => {
-                        let done = Instant::now();
-                        if done <= deadline {
-                            *out.statuses.entry(status.as_u16()).or_default() += 1;
-                            if status.is_success() {
-                                out.latencies.push(done - sent);
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        out.transport_errors += 1;
-                        conn = None;
-                    }
-                }
-            }
-            anyhow::Ok((instance, out))
-        }));
+    let groups = [
+        Group {
+            connections: args.login_clients,
+            make: login_requests(logins, args.login_clients),
+            pace: Pace::Closed,
+        },
+        Group {
+            connections: PROBE_CONNECTIONS,
+            make: me_requests(tokens),
+            pace: Pace::Open {
+                rate: f64::from(args.probe_rate),
+            },
+        },
+    ];
+    let (mut results, cpu) = run_groups(targets, &groups, duration, server_pids, hz).await?;
+    let (Some(probe), Some(logins)) = (results.pop(), results.pop()) else {
+        bail!("no outcomes");
+    };
+    let mut from_send = Outcomes::default();
+    for part in probe.per_instance {
+        from_send.merge(part);
     }
-
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.probe_rate));
-    let mut probes = Vec::new();
-    for lane in 0..PROBE_CONNECTIONS {
-        let target = targets[lane % targets.len()].clone();
-        let tokens = Arc::clone(&tokens);
-        let (mut start_rx, ready_tx) = (start_rx.clone(), ready_tx.clone());
-        probes.push(tokio::spawn(async move {
-            let mut conn = Some(Conn::open(target.addr).await?);
-            ready_tx.send(()).await?;
-            drop(ready_tx);
-            let (start, deadline) = wait_start(&mut start_rx).await?;
-            // From the due time (what a user sees) and from the actual send (the server's
-            // share); the difference is time the request waited to be sent.
-            let (mut from_due, mut from_send) = (Outcomes::default(), Outcomes::default());
-            let mut slot = lane as u32;
-            loop {
-                let due = start + interval * slot;
-                if due >= deadline {
-                    break;
-                }
-                let token = &tokens[slot as usize % tokens.len()];
-                slot += PROBE_CONNECTIONS as u32;
-                tokio::time::sleep_until(due.into()).await;
-                let request = target.get("/api/v1/users/me", Some(token))?;
-                let sent = Instant::now();
-                if conn.is_none() {
-                    match Conn::open(target.addr).await {
-                        Ok(c) => conn = Some(c),
-                        Err(_) => {
-                            from_due.transport_errors += 1;
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = conn.as_mut() else { continue };
-                match c.send(request).await {
-                    Ok((status, _)) => {
-                        let done = Instant::now();
-                        for out in [&mut from_due, &mut from_send] {
-                            *out.statuses.entry(status.as_u16()).or_default() += 1;
-                        }
-                        if status.is_success() {
-                            from_due.latencies.push(done - due);
-                            from_send.latencies.push(done - sent);
-                        }
-                    }
-                    Err(_) => {
-                        from_due.transport_errors += 1;
-                        from_send.transport_errors += 1;
-                        conn = None;
-                    }
-                }
-            }
-            anyhow::Ok((from_due, from_send))
-        }));
-    }
-    drop(ready_tx);
-    for _ in 0..parties {
-        ready_rx
-            .recv()
-            .await
-            .ok_or_else(|| anyhow!("a client task failed before the start"))?;
-    }
-    let before = CpuSnapshot::take(server_pids);
-    let start = Instant::now();
-    let deadline = start + duration;
-    start_tx.send(Some((start, deadline)))?;
-    tokio::time::sleep_until(deadline.into()).await;
-    let cpu = CpuSnapshot::take(server_pids).since(&before, hz);
-
-    let mut logins_out = by_instance(targets.len());
-    for task in flood {
-        let (instance, out) = task.await??;
-        logins_out[instance].merge(out);
-    }
-    let (mut due, mut sent) = (Outcomes::default(), Outcomes::default());
-    for task in probes {
-        let (d, s) = task.await??;
-        due.merge(d);
-        sent.merge(s);
-    }
-    Ok((logins_out, (due, sent), duration, cpu))
+    Ok((
+        logins.per_instance,
+        (probe.from_due, from_send),
+        duration,
+        cpu,
+    ))
 }

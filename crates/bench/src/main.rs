@@ -8,9 +8,16 @@
 //! - `load`: starts the real `rampart` binary (one instance, or several sharing the
 //!   database, the signing keys and optionally Redis) on a fresh database, then measures
 //!   `GET /api/v1/users/me` throughput and a login flood with an open-loop `/me` probe.
+//! - `all`: every figure of the issue on PostgreSQL and/or SQLite (start-up, RSS, `/me` at
+//!   several concurrencies with server CPU per request, `/me` against a bare axum + sqlx
+//!   baseline, logins, a login flood beside `/me`, load shedding), ending with one table of
+//!   figure, value, target and whether it is met.
+//! - `bare-server` (hidden): that baseline, started by `all` as a process of its own.
 //!
 //! Build in release; see `docs/benchmarks.md` for the method and the figures.
 
+mod all;
+mod bare;
 mod crypto;
 mod http;
 mod load;
@@ -42,6 +49,11 @@ enum Command {
     },
     /// Start the rampart binary and load it over HTTP.
     Load(LoadArgs),
+    /// Every figure of the performance issue, with its target, on PostgreSQL and SQLite.
+    All(all::AllArgs),
+    /// The bare axum + sqlx `/users/me` baseline (started by `all`; no safety at all).
+    #[command(hide = true)]
+    BareServer(bare::BareArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -123,6 +135,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crypto { seconds } => crypto::run(seconds),
         Command::Load(args) => load::run(&args),
+        Command::All(args) => all::run(&args),
+        Command::BareServer(args) => bare::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

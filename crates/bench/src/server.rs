@@ -14,6 +14,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use sqlx::Connection as _;
 use tokio::process::{Child, Command};
 
+use rampart_core::config::DEFAULT_DATABASE_URL;
+
 use crate::http::{Conn, Target};
 
 /// Limits far above what the bench can reach: the phases measure the server, not its
@@ -112,7 +114,8 @@ impl RedisSettings {
     }
 }
 
-/// One running `rampart serve`.
+/// One process started by the bench and answering on `addr`: a `rampart serve`, or the
+/// bare baseline (`rampart-bench bare-server`).
 pub struct Instance {
     child: Child,
     pub pid: u32,
@@ -122,13 +125,21 @@ pub struct Instance {
 
 /// N `rampart serve` processes sharing one working directory (so one `./data/keys` and, on
 /// SQLite, one `./data/rampart.db`), one database, and the same Redis if any: the stateless
-/// instances of a production deployment, on one machine.
+/// instances of a production deployment, on one machine. More processes can be started in
+/// the same directory with the same environment ([`Cluster::launch`]).
 pub struct Cluster {
     pub instances: Vec<Instance>,
     /// The kid of the signing key generated before the start, served by every instance.
     pub kid: String,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
 }
+
+/// How often readiness is polled while the instances start for the phases.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// How often readiness is polled when the start itself is measured.
+const START_POLL: Duration = Duration::from_millis(1);
 
 impl Cluster {
     /// Migrates and generates the signing key once, then starts `count` instances one after
@@ -169,12 +180,18 @@ impl Cluster {
         let mut cluster = Self {
             instances: Vec::with_capacity(count),
             kid: kid.trim().to_owned(),
+            bin,
+            env,
             dir,
         };
         for index in 0..count {
-            if let Err(e) = cluster.start_instance(&bin, &env, index).await {
-                let _ = cluster.stop().await;
-                return Err(e);
+            let name = format!("server-{}", index + 1);
+            match cluster.serve(&[], &name).await {
+                Ok(instance) => cluster.instances.push(instance),
+                Err(e) => {
+                    let _ = cluster.stop().await;
+                    return Err(e.context(format!("instance {}", index + 1)));
+                }
             }
         }
         if let Err(e) = cluster.check_shared_key().await {
@@ -184,41 +201,92 @@ impl Cluster {
         Ok(cluster)
     }
 
-    async fn start_instance(
-        &mut self,
-        bin: &Path,
-        env: &[(String, String)],
-        index: usize,
-    ) -> Result<()> {
+    /// One more `rampart serve` in the cluster's directory with its environment plus
+    /// `extra_env`, on a free port, once ready; not one of [`Cluster::instances`] (stop it
+    /// with [`Instance::stop`]).
+    pub async fn serve(&self, extra_env: &[(String, String)], name: &str) -> Result<Instance> {
+        let bin = self.bin.clone();
+        self.launch(&bin, &["serve".to_owned()], extra_env, name)
+            .await
+    }
+
+    /// `program args` in the cluster's directory with its environment plus `extra_env` and
+    /// `RAMPART_BIND` on a free loopback port (last, so that no `--server-env` can move it
+    /// away from the address the load generator uses), once it answers 200 on
+    /// `/health/ready`.
+    pub async fn launch(
+        &self,
+        program: &Path,
+        args: &[String],
+        extra_env: &[(String, String)],
+        name: &str,
+    ) -> Result<Instance> {
+        let (instance, _) = self
+            .spawn(program, args, extra_env, name, READY_POLL)
+            .await?;
+        Ok(instance)
+    }
+
+    /// Starts `rampart serve` once more (the database migrated, the keys present) and
+    /// returns the time from the spawn to the first 200 on `/health/ready`, polled every
+    /// millisecond; the process is stopped again.
+    pub async fn time_start(&self, name: &str) -> Result<Duration> {
+        let bin = self.bin.clone();
+        let (instance, elapsed) = self
+            .spawn(&bin, &["serve".to_owned()], &[], name, START_POLL)
+            .await?;
+        instance.stop().await?;
+        Ok(elapsed)
+    }
+
+    /// The cluster's `DATABASE_URL` as the servers resolve it in their directory.
+    pub fn database_url(&self) -> String {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "DATABASE_URL")
+            .map_or_else(|| DEFAULT_DATABASE_URL.to_owned(), |(_, v)| v.clone())
+    }
+
+    async fn spawn(
+        &self,
+        program: &Path,
+        args: &[String],
+        extra_env: &[(String, String)],
+        name: &str,
+        poll: Duration,
+    ) -> Result<(Instance, Duration)> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Last, so that no `--server-env` can move an instance away from the address the
-        // load generator uses.
-        let mut env = env.to_vec();
+        let mut env = self.env.clone();
+        env.extend(extra_env.iter().cloned());
         env.push(("RAMPART_BIND".into(), addr.to_string()));
 
-        let log_path = self.dir.path().join(format!("server-{}.log", index + 1));
+        let log_path = self.dir.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)?;
-        let child = command(bin, self.dir.path(), &env)
-            .arg("serve")
+        let mut cmd = command(program, self.dir.path(), &env);
+        cmd.args(args)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let child = cmd
             .spawn()
-            .with_context(|| format!("starting rampart serve (instance {})", index + 1))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("instance {} exited at once", index + 1))?;
+            .with_context(|| format!("starting {} ({name})", program.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
         let mut instance = Instance {
             child,
             pid,
             addr,
             log: log_path,
         };
-        let ready = instance.wait_ready().await;
-        let log = instance.log_tail();
-        self.instances.push(instance);
-        ready.with_context(|| format!("instance {} on {addr}; its log:\n{log}", index + 1))
+        match instance.wait_ready(poll).await {
+            Ok(()) => Ok((instance, started.elapsed())),
+            Err(e) => {
+                let log = instance.log_tail();
+                Err(e.context(format!("{name} on {addr}; its log:\n{log}")))
+            }
+        }
     }
 
     /// Every instance must publish the one key generated before the start as its active
@@ -253,27 +321,18 @@ impl Cluster {
     /// still running after 15 s; prints each instance's last log lines.
     pub async fn stop(self) -> Result<()> {
         for instance in &self.instances {
-            let _ = Command::new("kill")
-                .args(["-TERM", &instance.pid.to_string()])
-                .status()
-                .await;
+            instance.terminate().await;
         }
         let mut result = Ok(());
         let several = self.instances.len() > 1;
-        for (index, mut instance) in self.instances.into_iter().enumerate() {
-            match tokio::time::timeout(Duration::from_secs(15), instance.child.wait()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => result = Err(e.into()),
-                Err(_) => instance.child.kill().await?,
-            }
-            let warnings = instance.log_tail();
-            if !warnings.trim().is_empty() {
-                let which = if several {
-                    format!(" of instance {}", index + 1)
-                } else {
-                    String::new()
-                };
-                println!("\nlast server log lines{which} (level warn):\n{warnings}");
+        for (index, instance) in self.instances.into_iter().enumerate() {
+            let which = if several {
+                format!(" of instance {}", index + 1)
+            } else {
+                String::new()
+            };
+            if let Err(e) = instance.reap(&which).await {
+                result = Err(e);
             }
         }
         result
@@ -281,12 +340,12 @@ impl Cluster {
 }
 
 impl Instance {
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self, poll: Duration) -> Result<()> {
         let target = Target::new(self.addr)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("rampart serve exited early: {status}");
+                bail!("the process exited early: {status}");
             }
             if let Ok(mut conn) = Conn::open(self.addr).await
                 && let Ok((status, _)) = conn.send(target.get("/health/ready", None)?).await
@@ -297,8 +356,39 @@ impl Instance {
             if Instant::now() > deadline {
                 bail!("/health/ready did not answer 200 within 60 s");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(poll).await;
         }
+    }
+
+    /// SIGTERM (graceful shutdown).
+    async fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+    }
+
+    /// Waits up to 15 s for the process to exit after [`Instance::terminate`], then kills
+    /// it; prints its last log lines (`which` names it) when there are any.
+    async fn reap(mut self, which: &str) -> Result<()> {
+        let mut result = Ok(());
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => result = Err(e.into()),
+            Err(_) => self.child.kill().await?,
+        }
+        let warnings = self.log_tail();
+        if !warnings.trim().is_empty() {
+            println!("\nlast server log lines{which} (level warn):\n{warnings}");
+        }
+        result
+    }
+
+    /// SIGTERM, then SIGKILL if still running after 15 s.
+    pub async fn stop(self) -> Result<()> {
+        self.terminate().await;
+        let which = format!(" of pid {}", self.pid);
+        self.reap(&which).await
     }
 
     fn log_tail(&self) -> String {

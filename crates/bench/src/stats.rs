@@ -14,6 +14,8 @@ pub struct Outcomes {
     pub statuses: BTreeMap<u16, u64>,
     /// Connection-level failures (reset, refused, hyper errors).
     pub transport_errors: u64,
+    /// Latencies of the 503 answers: how fast excess work is shed.
+    pub shed_latencies: Vec<Duration>,
 }
 
 impl Outcomes {
@@ -23,6 +25,18 @@ impl Outcomes {
             *self.statuses.entry(status).or_default() += n;
         }
         self.transport_errors += other.transport_errors;
+        self.shed_latencies.extend(other.shed_latencies);
+    }
+
+    /// Counts one answer and keeps its latency: 2xx in `latencies`, 503 in
+    /// `shed_latencies`.
+    pub fn record(&mut self, status: u16, latency: Duration) {
+        *self.statuses.entry(status).or_default() += 1;
+        if (200..300).contains(&status) {
+            self.latencies.push(latency);
+        } else if status == 503 {
+            self.shed_latencies.push(latency);
+        }
     }
 
     pub fn count(&self, status: u16) -> u64 {
@@ -83,6 +97,15 @@ pub fn summarize(latencies: &mut [Duration]) -> Summary {
     }
 }
 
+/// The median of `samples` (the lower middle one of an even count); `None` when empty.
+pub fn median(samples: &mut [Duration]) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    Some(samples[(samples.len() - 1) / 2])
+}
+
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -117,19 +140,51 @@ fn process_stat(pid: &str) -> Option<(u64, u64)> {
     Some((utime + stime, minflt))
 }
 
-/// Ticks of every process whose command name is `comm` (e.g. all PostgreSQL backends).
-fn ticks_by_name(comm: &str) -> u64 {
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`…), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, field)
+}
+
+/// `field` of a `/proc/<pid>/status` text: a line `Field:   1234 kB`.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        let mut words = value.split_whitespace();
+        let kib = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(kib)
+    })
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// Ticks of each process whose command name is `comm` (e.g. every PostgreSQL backend),
+/// by pid.
+fn ticks_by_name(comm: &str) -> BTreeMap<u32, u64> {
     let Ok(entries) = fs::read_dir("/proc") else {
-        return 0;
+        return BTreeMap::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|name| name.parse::<u32>().ok())
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim() == comm)
         })
-        .filter_map(|pid| process_ticks(&pid))
+        .filter_map(|pid| process_ticks(&pid.to_string()).map(|ticks| (pid, ticks)))
+        .collect()
+}
+
+/// Ticks the processes of `now` used since `then`: a process absent from `then` started in
+/// between and counts whole. Per process, so that backends other sessions close during the
+/// window do not subtract their whole lifetime from the sum (the ticks of a process that
+/// exits within the window are lost instead, a small undercount).
+fn grown(now: &BTreeMap<u32, u64>, then: &BTreeMap<u32, u64>) -> u64 {
+    now.iter()
+        .map(|(pid, ticks)| ticks.saturating_sub(then.get(pid).copied().unwrap_or(0)))
         .sum()
 }
 
@@ -149,18 +204,19 @@ fn machine_ticks() -> Option<(u64, u64)> {
 }
 
 /// CPU counters at one instant.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CpuSnapshot {
     server: u64,
     server_faults: u64,
-    postgres: u64,
-    redis: u64,
+    postgres: BTreeMap<u32, u64>,
+    redis: BTreeMap<u32, u64>,
     bench: u64,
     machine: (u64, u64),
     at: std::time::Instant,
 }
 
 /// Where the CPU went between two snapshots, in cores (1.0 = one core fully busy).
+#[derive(Clone, Copy)]
 pub struct CpuUse {
     /// Every server instance together.
     pub server: f64,
@@ -194,15 +250,16 @@ impl CpuSnapshot {
 
     pub fn since(&self, earlier: &CpuSnapshot, hz: f64) -> CpuUse {
         let secs = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
-        let cores = |now: u64, then: u64| now.saturating_sub(then) as f64 / hz / secs;
+        let in_cores = |ticks: u64| ticks as f64 / hz / secs;
+        let cores = |now: u64, then: u64| in_cores(now.saturating_sub(then));
         let busy = self.machine.0.saturating_sub(earlier.machine.0) as f64;
         let total = self.machine.1.saturating_sub(earlier.machine.1) as f64;
         let ncores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         CpuUse {
             server: cores(self.server, earlier.server),
             server_faults: self.server_faults.saturating_sub(earlier.server_faults) as f64 / secs,
-            postgres: cores(self.postgres, earlier.postgres),
-            redis: cores(self.redis, earlier.redis),
+            postgres: in_cores(grown(&self.postgres, &earlier.postgres)),
+            redis: in_cores(grown(&self.redis, &earlier.redis)),
             bench: cores(self.bench, earlier.bench),
             machine_busy: if total > 0.0 {
                 busy / total * ncores
@@ -215,6 +272,11 @@ impl CpuSnapshot {
 }
 
 impl CpuUse {
+    /// Server CPU per answer at `rate` answers per second, in µs (server cores ÷ rate).
+    pub fn server_us_per(&self, rate: f64) -> Option<f64> {
+        (rate > 0.0).then(|| self.server / rate * 1e6)
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "server {:.2}, postgres {:.2}, redis {:.2}, load generator {:.2}, other processes {:.2}; busy {:.2} of {:.0}; server page faults {:.0}/s",
@@ -305,5 +367,47 @@ mod tests {
         assert_eq!(s.max, Duration::from_millis(100));
         let mut one = vec![Duration::from_millis(7)];
         assert_eq!(summarize(&mut one).p99, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn process_ticks_grow_per_pid() {
+        let then = BTreeMap::from([(10, 500), (11, 9_000), (12, 40)]);
+        // 11 exited (its lifetime is not subtracted), 13 started, 10 and 12 kept running.
+        let now = BTreeMap::from([(10, 530), (12, 40), (13, 7)]);
+        assert_eq!(grown(&now, &then), 30 + 7);
+        assert_eq!(grown(&then, &then), 0);
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(9), ms(1), ms(5)]), Some(ms(5)));
+        assert_eq!(median(&mut [ms(4), ms(1), ms(3), ms(2)]), Some(ms(2)));
+        assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn status_fields_in_kib() {
+        let status = "Name:\trampart\nVmHWM:\t   40960 kB\nVmRSS:\t   20480 kB\nThreads:\t5\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(20_480));
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(40_960));
+        // A prefix of another field's name is not that field; a field without kB is not one.
+        assert_eq!(parse_status_kib(status, "VmR"), None);
+        assert_eq!(parse_status_kib(status, "Threads"), None);
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn outcomes_keep_success_and_shed_latencies_apart() {
+        let mut out = Outcomes::default();
+        out.record(200, Duration::from_millis(3));
+        out.record(503, Duration::from_millis(1));
+        out.record(401, Duration::from_millis(2));
+        assert_eq!(out.latencies, [Duration::from_millis(3)]);
+        assert_eq!(out.shed_latencies, [Duration::from_millis(1)]);
+        assert_eq!((out.count(200), out.count(503), out.non_200()), (1, 1, 2));
+        let mut all = Outcomes::default();
+        all.merge(out);
+        assert_eq!(all.shed_latencies.len(), 1);
     }
 }
