@@ -16,6 +16,11 @@
 //!
 //! Build in release; see `docs/benchmarks.md` for the method and the figures.
 
+/// The allocator of the `rampart` binary: the bare baseline runs in this process, and the
+/// CPU ratio should compare request handling, not allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod all;
 mod bare;
 mod crypto;
