@@ -395,9 +395,12 @@ impl PasswordHasher {
     }
 }
 
-/// Argon2's working memory (1 KiB blocks), kept by a pool thread across jobs. Allocating
-/// and page-faulting 19 MiB anew for every hash (glibc hands a block that large back to the
-/// OS on free) cost a measurable share of each hash; a thread's own block is touched once.
+/// Argon2's working memory (1 KiB blocks), kept by a pool thread across jobs. The
+/// allocating path asks the global allocator for 19 MiB *zeroed* on every hash: with glibc
+/// malloc that was a fresh mapping to page-fault each time (~124 000 faults/s under a
+/// login flood), and an allocator that keeps the block (mimalloc) still has to zero it or
+/// fault it back in after purging it. A thread's own block is faulted in once and never
+/// zeroed again: Argon2 writes every block before it reads it.
 ///
 /// It holds password-derived data between jobs, overwritten by the next hash; it is
 /// zeroized when the thread exits (the pool is dropped), which bounds how long it lives
