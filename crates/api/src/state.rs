@@ -89,7 +89,8 @@ impl AppState {
         let workers = config
             .hash_workers
             .unwrap_or_else(HashPool::default_workers);
-        let hashes = HashPool::new(hasher, workers, config.hash_queue)?;
+        let hashes =
+            HashPool::with_max_wait(hasher, workers, config.hash_queue, config.hash_queue_wait)?;
         let tokens = Arc::new(tokens);
         Ok(Self(Arc::new(Components {
             auth: Arc::new(Authentication::new(

@@ -126,10 +126,13 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
-    /// Threads that hash passwords; `None` = one fewer than the cores (at least one).
+    /// Threads that hash passwords; `None` = one per core.
     pub hash_workers: Option<usize>,
     /// Hash jobs that may wait; beyond it a request gets 503 at once.
     pub hash_queue: usize,
+    /// The longest a hash job may wait for a thread (`RAMPART_HASH_QUEUE_WAIT_MS`): a job
+    /// expected to wait longer gets 503 at once, one that did is refused unrun.
+    pub hash_queue_wait: Duration,
 }
 
 /// Every variable Rampart reads, with its TOML key. Anything else with the prefix is a typo.
@@ -181,6 +184,7 @@ const KNOWN: &[&str] = &[
     "RAMPART_ARGON2_PARALLELISM",
     "RAMPART_HASH_WORKERS",
     "RAMPART_HASH_QUEUE",
+    "RAMPART_HASH_QUEUE_WAIT_MS",
 ];
 
 /// Variables whose values are secrets: they are never echoed in a problem line.
@@ -605,6 +609,8 @@ impl Config {
             .is_some()
             .then(|| p.number("RAMPART_HASH_WORKERS", 1usize, 1, 256));
         let hash_queue = p.number("RAMPART_HASH_QUEUE", 64usize, 1, 100_000);
+        let hash_queue_wait =
+            Duration::from_millis(p.number("RAMPART_HASH_QUEUE_WAIT_MS", 1000u64, 1, 60_000));
 
         (
             Self {
@@ -655,6 +661,7 @@ impl Config {
                 argon2_parallelism,
                 hash_workers,
                 hash_queue,
+                hash_queue_wait,
             },
             p.problems,
         )
@@ -966,6 +973,43 @@ mod tests {
         assert_eq!(c.refresh_token_ttl, 7 * DAY);
         assert_eq!(c.jwt_alg, JwtAlg::Rs256);
         assert!(c.docs);
+    }
+
+    #[test]
+    fn hash_pool_settings() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.hash_workers, None);
+        assert_eq!(c.hash_queue, 64);
+        assert_eq!(c.hash_queue_wait, passwords::DEFAULT_QUEUE_WAIT);
+        let c = load(&[
+            ("RAMPART_HASH_WORKERS", "3"),
+            ("RAMPART_HASH_QUEUE", "8"),
+            ("RAMPART_HASH_QUEUE_WAIT_MS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(c.hash_workers, Some(3));
+        assert_eq!(c.hash_queue, 8);
+        assert_eq!(c.hash_queue_wait, Duration::from_millis(250));
+        for ok in ["1", "60000"] {
+            let c = load(&[("RAMPART_HASH_QUEUE_WAIT_MS", ok)]).unwrap();
+            assert_eq!(c.hash_queue_wait.as_millis().to_string(), ok);
+        }
+        for bad in ["0", "60001", "-1", "1.5", "1s", "soon"] {
+            let problems = load(&[("RAMPART_HASH_QUEUE_WAIT_MS", bad)]).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert!(
+                problems[0].starts_with("RAMPART_HASH_QUEUE_WAIT_MS: ")
+                    && problems[0].contains("1 to 60000"),
+                "{bad:?}: {problems:?}"
+            );
+        }
+        let mut src = Sources::default();
+        src.merge_toml("hash_queue_wait_ms = 500").unwrap();
+        assert!(Config::unknown_variables(&src).is_empty());
+        assert_eq!(
+            Config::load(&src).unwrap().hash_queue_wait,
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -19,16 +19,23 @@
 //! Invariants: a password never appears in an error, a log or a `Debug` output; copies we
 //! make are [`Zeroizing`]; a login for an unknown account costs one full verification
 //! ([`PasswordHasher::verify_dummy`]), like a login for a known one.
+//!
+//! Pool ([`HashPool`]): one thread per core, each at a lower OS priority than request
+//! handling and with its own Argon2 working memory reused across jobs; a job is refused
+//! (503) at once when the queue is full or its expected wait exceeds the bound, and
+//! refused unrun when it waited longer anyway.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 use unicode_normalization::UnicodeNormalization as _;
 use zeroize::Zeroizing;
@@ -212,12 +219,18 @@ impl Verification {
 }
 
 /// Hashes and verifies passwords synchronously. Each call costs the configured Argon2
-/// memory and time: call it through a [`HashPool`], never on an async worker thread.
+/// memory and time: call it through a [`HashPool`], never on an async worker thread. The
+/// methods here allocate Argon2's working memory per call; a pool thread passes its own
+/// reusable `ArgonMemory` instead (same results, see the tests).
 pub struct PasswordHasher {
     params: HashParams,
     argon2: Argon2<'static>,
     /// A hash of a random secret under the configured parameters, for [`Self::verify_dummy`].
     dummy_phc: String,
+    /// How long computing `dummy_phc` took: a measured first guess at a job's duration,
+    /// on the allocating path, so if anything too high (the pool's admission starts from
+    /// it and learns the real figure from its jobs).
+    first_hash: Duration,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -237,11 +250,14 @@ impl PasswordHasher {
             params,
             argon2,
             dummy_phc: String::new(),
+            first_hash: Duration::ZERO,
         };
         let mut secret = Zeroizing::new([0u8; 32]);
         getrandom::fill(secret.as_mut_slice())
             .map_err(|e| Error::internal(anyhow!("the OS random generator failed: {e}")))?;
-        hasher.dummy_phc = hasher.hash_bytes(secret.as_slice())?;
+        let started = Instant::now();
+        hasher.dummy_phc = hasher.hash_bytes(secret.as_slice(), &mut ArgonMemory::none())?;
+        hasher.first_hash = started.elapsed();
         Ok(hasher)
     }
 
@@ -252,25 +268,53 @@ impl PasswordHasher {
     /// NFKC, then Argon2id v19 with a random 16-byte salt; returns the PHC string
     /// (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
     pub fn hash(&self, password: &str) -> Result<String> {
-        let normalized = Zeroizing::new(normalize(password));
-        self.hash_bytes(normalized.as_bytes())
+        self.hash_in(password, &mut ArgonMemory::none())
     }
 
-    fn hash_bytes(&self, password: &[u8]) -> Result<String> {
-        // `hash_password` draws the recommended 16-byte salt from the OS generator.
-        let hash = self
-            .argon2
-            .hash_password(password)
-            .map_err(|e| Error::internal(anyhow!("Argon2 hashing failed: {e}")))?;
-        Ok(hash.to_string())
+    fn hash_in(&self, password: &str, memory: &mut ArgonMemory) -> Result<String> {
+        let normalized = Zeroizing::new(normalize(password));
+        self.hash_bytes(normalized.as_bytes(), memory)
+    }
+
+    fn hash_bytes(&self, password: &[u8], memory: &mut ArgonMemory) -> Result<String> {
+        let mut salt = [0u8; argon2::RECOMMENDED_SALT_LEN];
+        getrandom::fill(&mut salt)
+            .map_err(|e| Error::internal(anyhow!("the OS random generator failed: {e}")))?;
+        self.hash_with_salt(password, &salt, memory)
+    }
+
+    /// The PHC string `Argon2::hash_password_with_salt` makes, computed in `memory`.
+    fn hash_with_salt(
+        &self,
+        password: &[u8],
+        salt: &[u8],
+        memory: &mut ArgonMemory,
+    ) -> Result<String> {
+        let failed = |e: &dyn fmt::Display| Error::internal(anyhow!("Argon2 hashing failed: {e}"));
+        let mut out = [0u8; OUTPUT_LEN];
+        memory
+            .hash_into(&self.argon2, password, salt, &mut out)
+            .map_err(|e| failed(&e))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(self.argon2.params()).map_err(|e| failed(&e))?,
+            salt: Some(Salt::new(salt).map_err(|e| failed(&e))?),
+            hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+        };
+        Ok(phc.to_string())
     }
 
     /// Checks `password` against a stored hash: Argon2 PHC strings (NFKC input) and legacy
     /// bcrypt (`$2a$`, `$2b$`, `$2y$`; the raw password, then its NFKC form). Anything else,
     /// including a damaged or absurdly expensive hash, is [`Verification::Invalid`].
     pub fn verify(&self, password: &str, phc: &str) -> Verification {
+        self.verify_in(password, phc, &mut ArgonMemory::none())
+    }
+
+    fn verify_in(&self, password: &str, phc: &str, memory: &mut ArgonMemory) -> Verification {
         if phc.starts_with("$argon2") {
-            self.verify_argon2(password, phc)
+            self.verify_argon2(password, phc, memory)
         } else if ["$2a$", "$2b$", "$2y$"]
             .iter()
             .any(|prefix| phc.starts_with(prefix))
@@ -281,7 +325,10 @@ impl PasswordHasher {
         }
     }
 
-    fn verify_argon2(&self, password: &str, phc: &str) -> Verification {
+    /// What `Argon2::verify_password` does, step by step, so that the hash can be computed
+    /// in `memory`: the algorithm, version, parameters (with the output length), salt and
+    /// hash all come from the PHC string, and the outputs are compared in constant time.
+    fn verify_argon2(&self, password: &str, phc: &str, memory: &mut ArgonMemory) -> Verification {
         let Ok(stored) = PasswordHash::new(phc) else {
             return Verification::Invalid;
         };
@@ -294,32 +341,43 @@ impl PasswordHasher {
         {
             return Verification::Invalid;
         }
-        let normalized = Zeroizing::new(normalize(password));
-        // Uses the algorithm, version and parameters the PHC string names.
-        if self
-            .argon2
-            .verify_password(normalized.as_bytes(), &stored)
-            .is_err()
-        {
+        let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
             return Verification::Invalid;
-        }
+        };
+        let Ok(algorithm) = Algorithm::try_from(stored.algorithm.as_str()) else {
+            return Verification::Invalid;
+        };
+        let Ok(version) = stored.version.map(Version::try_from).transpose() else {
+            return Verification::Invalid;
+        };
         let stored_cost = HashParams {
             m_kib: stored_params.m_cost(),
             t: stored_params.t_cost(),
             p: stored_params.p_cost(),
         };
-        let same_form = stored.algorithm.as_str() == Algorithm::Argon2id.as_str()
-            && stored.version == Some(Version::V0x13.into())
+        let same_form = algorithm == Algorithm::Argon2id
+            && version == Some(Version::V0x13)
             && stored_params.keyid().is_empty()
             && stored_params.data().is_empty()
-            && stored
-                .hash
-                .as_ref()
-                .is_some_and(|out| out.len() == OUTPUT_LEN)
-            && stored
-                .salt
-                .as_ref()
-                .is_some_and(|salt| salt.len() >= argon2::RECOMMENDED_SALT_LEN);
+            && expected.len() == OUTPUT_LEN
+            && salt.len() >= argon2::RECOMMENDED_SALT_LEN;
+        let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), stored_params);
+
+        let normalized = Zeroizing::new(normalize(password));
+        let mut buffer = [0u8; Output::MAX_LENGTH];
+        let Some(out) = buffer.get_mut(..expected.len()) else {
+            return Verification::Invalid;
+        };
+        if memory
+            .hash_into(&argon2, normalized.as_bytes(), salt, out)
+            .is_err()
+        {
+            return Verification::Invalid;
+        }
+        // `Output`'s equality is constant-time (`subtle`).
+        if Output::new(out).ok().as_ref() != Some(expected) {
+            return Verification::Invalid;
+        }
         Verification::Valid {
             needs_rehash: needs_rehash(stored_cost, same_form, self.params),
         }
@@ -329,7 +387,66 @@ impl PasswordHasher {
     /// answer is discarded. Call it when there is no stored hash (unknown email, deleted
     /// account) so that such a login costs the same time as a real one.
     pub fn verify_dummy(&self, password: &str) {
-        let _ = self.verify_argon2(password, &self.dummy_phc);
+        self.verify_dummy_in(password, &mut ArgonMemory::none());
+    }
+
+    fn verify_dummy_in(&self, password: &str, memory: &mut ArgonMemory) {
+        let _ = self.verify_argon2(password, &self.dummy_phc, memory);
+    }
+}
+
+/// Argon2's working memory (1 KiB blocks), kept by a pool thread across jobs. The
+/// allocating path asks the global allocator for 19 MiB *zeroed* on every hash: with glibc
+/// malloc that was a fresh mapping to page-fault each time (~124 000 faults/s under a
+/// login flood), and an allocator that keeps the block (mimalloc) still has to zero it or
+/// fault it back in after purging it. A thread's own block is faulted in once and never
+/// zeroed again: Argon2 writes every block before it reads it.
+///
+/// It holds password-derived data between jobs, overwritten by the next hash; it is
+/// zeroized when the thread exits (the pool is dropped), which bounds how long it lives
+/// to the process's own lifetime anyway.
+struct ArgonMemory {
+    blocks: Zeroizing<Vec<Block>>,
+}
+
+impl ArgonMemory {
+    /// No reusable memory: every hash allocates its own, as `Argon2::hash_password_into`.
+    fn none() -> Self {
+        Self {
+            blocks: Zeroizing::new(Vec::new()),
+        }
+    }
+
+    /// Enough for `params`; none if the allocation is refused (each hash then allocates
+    /// its own and reports the failure the ordinary way).
+    fn for_params(params: &Params) -> Self {
+        let count = params.block_count();
+        let mut blocks = Vec::new();
+        if blocks.try_reserve_exact(count).is_ok() {
+            blocks.resize(count, Block::new());
+        }
+        Self {
+            blocks: Zeroizing::new(blocks),
+        }
+    }
+
+    /// `argon2.hash_password_into(password, salt, out)`, in this memory when it is large
+    /// enough (Argon2 uses the first `block_count` blocks and writes each before reading
+    /// it, so what a previous hash left there never matters). A stored hash costing more
+    /// memory than configured gets a temporary allocation rather than growing this one:
+    /// a hostile row must not pin up to `MAX_M_KIB` per thread for the process's life.
+    fn hash_into(
+        &mut self,
+        argon2: &Argon2<'_>,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> argon2::Result<()> {
+        if argon2.params().block_count() <= self.blocks.len() {
+            argon2.hash_password_into_with_memory(password, salt, out, self.blocks.as_mut_slice())
+        } else {
+            argon2.hash_password_into(password, salt, out)
+        }
     }
 }
 
@@ -366,59 +483,187 @@ fn verify_bcrypt(password: &str, phc: &str) -> Verification {
     }
 }
 
-/// One unit of work for a pool thread.
-type Job = Box<dyn FnOnce(&PasswordHasher) + Send + 'static>;
+/// What a pool job gets: the hasher and its thread's reusable Argon2 memory.
+struct Worker {
+    hasher: Arc<PasswordHasher>,
+    memory: ArgonMemory,
+}
 
-/// Runs hashing and verification on dedicated OS threads (`rampart-hash-N`) fed by a
-/// bounded queue, so that password work never blocks the async runtime and a login flood
-/// is refused (503) instead of queueing without bound. Dropping the pool closes the queue;
-/// the threads finish the jobs already queued and exit.
+impl Worker {
+    fn new(hasher: Arc<PasswordHasher>) -> Self {
+        let memory = ArgonMemory::for_params(hasher.argon2.params());
+        Self { hasher, memory }
+    }
+
+    /// [`PasswordHasher::hash`] in this thread's memory.
+    fn hash(&mut self, password: &str) -> Result<String> {
+        self.hasher.hash_in(password, &mut self.memory)
+    }
+
+    /// [`PasswordHasher::verify`] in this thread's memory.
+    fn verify(&mut self, password: &str, phc: &str) -> Verification {
+        self.hasher.verify_in(password, phc, &mut self.memory)
+    }
+
+    /// [`PasswordHasher::verify_dummy`] in this thread's memory.
+    fn verify_dummy(&mut self, password: &str) {
+        self.hasher.verify_dummy_in(password, &mut self.memory);
+    }
+}
+
+/// One unit of work for a pool thread. `work` gets the worker, or `None` when the job
+/// waited longer than the pool's bound (it then answers `Unavailable` without running);
+/// it returns whether it did its work (false: refused, or its caller had gone), so that
+/// only real jobs feed the duration estimate.
+struct Job {
+    enqueued: Instant,
+    work: JobWork,
+}
+
+type JobWork = Box<dyn FnOnce(Option<&mut Worker>) -> bool + Send + 'static>;
+
+/// The longest a hash job may wait for a thread by default (`RAMPART_HASH_QUEUE_WAIT_MS`).
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// How much lower than the rest of the process the hash threads run (Linux nice levels).
+///
+/// The Linux scheduler (CFS, and EEVDF since 6.6) shares a busy core by weight: nice 0 =
+/// 1024, nice 10 = 110, nice 19 = 15. With a hash thread on every core, a request thread
+/// that becomes runnable gets 1024 / (1024 + 110) ≈ 90 % of its core and, having the
+/// larger weight, an earlier virtual deadline, so it preempts the hash thread promptly: a
+/// login flood cannot stall the rest of the API. Hashing still keeps ≈ 10 % of a core
+/// that the API saturates (at nice 19 it would keep 1.5 %, and logins would all time out
+/// whenever the API is busy), and all of any core the API leaves idle: nice only matters
+/// under contention.
+pub const HASH_THREAD_NICE_OFFSET: i32 = 10;
+
+/// Runs hashing and verification on dedicated OS threads (`rampart-hash-N`, at a lower
+/// scheduling priority than request handling) fed by a bounded queue, so that password
+/// work never blocks the async runtime and a login flood is refused (503) instead of
+/// queueing. Two bounds: `queue` waiting jobs, and `max_wait` — a job whose expected wait
+/// exceeds it is refused at once, and one that still waited longer is refused when a
+/// thread takes it. Dropping the pool closes the queue; the threads finish (or refuse) the
+/// jobs already queued and exit.
 pub struct HashPool {
     jobs: SyncSender<Job>,
     params: HashParams,
+    load: Arc<Load>,
 }
 
 impl fmt::Debug for HashPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HashPool")
             .field("params", &self.params)
+            .field("workers", &self.load.workers)
+            .field("max_wait", &self.load.max_wait)
             .finish_non_exhaustive()
     }
 }
 
-impl HashPool {
-    /// Spawns `workers` threads (at least one) sharing a queue of `queue` waiting jobs (0
-    /// means a job is accepted only when a thread is idle). Fails only if the OS refuses a
-    /// thread.
-    pub fn new(hasher: PasswordHasher, workers: usize, queue: usize) -> Result<HashPool> {
-        Self::spawn(Arc::new(hasher), workers, queue)
+/// What admission knows about the pool, shared with its threads.
+#[derive(Debug)]
+struct Load {
+    workers: usize,
+    max_wait: Duration,
+    /// Jobs admitted and not finished: queued or running.
+    in_pool: AtomicUsize,
+    /// Moving average of how long a job takes, wall clock, in nanoseconds.
+    job_nanos: AtomicU64,
+}
+
+/// The moving average gives each new job this share (1/8): a few jobs move it, one
+/// outlier does not.
+const JOB_AVERAGE_SHIFT: u32 = 3;
+
+impl Load {
+    /// How long a job submitted now would wait for a thread, with `ahead` jobs in the
+    /// pool. Fewer than `workers`: a thread is idle, no wait. Otherwise it starts once
+    /// `ahead − workers + 1` jobs have finished, which the threads do at `workers` per
+    /// average job duration: (jobs queued ahead + 1) ÷ workers × average.
+    fn expected_wait(&self, ahead: usize) -> Duration {
+        let to_finish = ahead.saturating_add(1).saturating_sub(self.workers) as u128;
+        let nanos =
+            to_finish * u128::from(self.job_nanos.load(Ordering::Relaxed)) / self.workers as u128;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    fn spawn(hasher: Arc<PasswordHasher>, workers: usize, queue: usize) -> Result<HashPool> {
+    fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .job_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |average| {
+                Some(moving_average(average, sample))
+            });
+    }
+}
+
+fn moving_average(average: u64, sample: u64) -> u64 {
+    average - (average >> JOB_AVERAGE_SHIFT) + (sample >> JOB_AVERAGE_SHIFT)
+}
+
+impl HashPool {
+    /// Spawns `workers` threads (at least one) sharing a queue of `queue` waiting jobs (0
+    /// means a job is accepted only when a thread is idle), refusing work expected to wait
+    /// longer than [`DEFAULT_QUEUE_WAIT`]. Fails only if the OS refuses a thread.
+    pub fn new(hasher: PasswordHasher, workers: usize, queue: usize) -> Result<HashPool> {
+        Self::with_max_wait(hasher, workers, queue, DEFAULT_QUEUE_WAIT)
+    }
+
+    /// [`HashPool::new`] with the longest a job may wait for a thread
+    /// (`RAMPART_HASH_QUEUE_WAIT_MS`).
+    pub fn with_max_wait(
+        hasher: PasswordHasher,
+        workers: usize,
+        queue: usize,
+        max_wait: Duration,
+    ) -> Result<HashPool> {
+        Self::spawn(Arc::new(hasher), workers, queue, max_wait)
+    }
+
+    fn spawn(
+        hasher: Arc<PasswordHasher>,
+        workers: usize,
+        queue: usize,
+        max_wait: Duration,
+    ) -> Result<HashPool> {
         let params = hasher.params();
+        let workers = workers.max(1);
+        let load = Arc::new(Load {
+            workers,
+            max_wait,
+            in_pool: AtomicUsize::new(0),
+            job_nanos: AtomicU64::new(
+                u64::try_from(hasher.first_hash.as_nanos()).unwrap_or(u64::MAX),
+            ),
+        });
         let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
-        for n in 0..workers.max(1) {
-            let (hasher, receiver) = (Arc::clone(&hasher), Arc::clone(&receiver));
+        for n in 0..workers {
+            let (hasher, receiver, load) = (
+                Arc::clone(&hasher),
+                Arc::clone(&receiver),
+                Arc::clone(&load),
+            );
             std::thread::Builder::new()
                 .name(format!("rampart-hash-{n}"))
-                .spawn(move || run_worker(&hasher, &receiver))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    run_worker(Worker::new(hasher), &receiver, &load);
+                })
                 .map_err(|e| {
                     Error::internal(anyhow!("cannot start a password hashing thread: {e}"))
                 })?;
         }
-        Ok(HashPool { jobs, params })
+        Ok(HashPool { jobs, params, load })
     }
 
-    /// Workers for a machine: one per available core minus one, and at least one. Argon2
-    /// is CPU- and memory-bound, so more than one job per core only adds latency; leaving a
-    /// core free keeps request handling responsive, so a login flood cannot stall every
-    /// other request.
+    /// Workers for a machine: one per available core, and at least one. Argon2 is CPU- and
+    /// memory-bound, so more than one job per core only adds latency. The threads run at a
+    /// lower priority ([`HASH_THREAD_NICE_OFFSET`]), so request handling preempts them and
+    /// a login flood cannot stall every other request, while hashing uses every core the
+    /// API leaves idle.
     pub fn default_workers() -> usize {
-        std::thread::available_parallelism()
-            .map_or(1, |cores| cores.get())
-            .saturating_sub(1)
-            .max(1)
+        std::thread::available_parallelism().map_or(1, |cores| cores.get())
     }
 
     /// The configured Argon2 parameters.
@@ -426,21 +671,22 @@ impl HashPool {
         self.params
     }
 
-    /// [`PasswordHasher::hash`] on the pool. `Error::Unavailable` when the queue is full.
+    /// [`PasswordHasher::hash`] on the pool. `Error::Unavailable` when the pool is at
+    /// capacity.
     pub async fn hash(&self, password: String) -> Result<String> {
         let password = Zeroizing::new(password);
-        self.run(move |hasher| hasher.hash(&password)).await?
+        self.run(move |worker| worker.hash(&password)).await?
     }
 
     /// [`PasswordHasher::verify`] on the pool; with no stored hash (`None`), runs
     /// [`PasswordHasher::verify_dummy`] and answers [`Verification::Invalid`].
-    /// `Error::Unavailable` when the queue is full.
+    /// `Error::Unavailable` when the pool is at capacity.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<Verification> {
         let password = Zeroizing::new(password);
-        self.run(move |hasher| match phc {
-            Some(phc) => hasher.verify(&password, &phc),
+        self.run(move |worker| match phc {
+            Some(phc) => worker.verify(&password, &phc),
             None => {
-                hasher.verify_dummy(&password);
+                worker.verify_dummy(&password);
                 Verification::Invalid
             }
         })
@@ -449,39 +695,61 @@ impl HashPool {
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+        work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T> {
         let answer = self.submit(work)?;
         answer
             .await
-            .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))
+            .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
     }
 
-    /// Queues `work` without waiting: the queue being full is an immediate error.
+    /// Queues `work` without waiting: a full queue, or a wait expected beyond the bound,
+    /// is an immediate error. The answer is `Unavailable` if the job still waited too long.
     fn submit<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
-    ) -> Result<oneshot::Receiver<T>> {
+        work: impl FnOnce(&mut Worker) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T>>> {
+        let ahead = self.load.in_pool.fetch_add(1, Ordering::AcqRel);
+        if self.load.expected_wait(ahead) > self.load.max_wait {
+            self.load.in_pool.fetch_sub(1, Ordering::AcqRel);
+            return Err(at_capacity());
+        }
         let (answer, receiver) = oneshot::channel();
-        let job: Job = Box::new(move |hasher| {
-            // The caller gave up (client disconnected): skip the expensive part.
-            if !answer.is_closed() {
-                let _ = answer.send(work(hasher));
-            }
-        });
+        let job = Job {
+            enqueued: Instant::now(),
+            work: Box::new(move |worker| match worker {
+                None => {
+                    let _ = answer.send(Err(at_capacity()));
+                    false
+                }
+                // The caller gave up (client disconnected): skip the expensive part.
+                Some(_) if answer.is_closed() => false,
+                Some(worker) => {
+                    let _ = answer.send(Ok(work(worker)));
+                    true
+                }
+            }),
+        };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_)) => {
-                Err(Error::Unavailable("password hashing is at capacity"))
+            Err(refused) => {
+                self.load.in_pool.fetch_sub(1, Ordering::AcqRel);
+                match refused {
+                    TrySendError::Full(_) => Err(at_capacity()),
+                    TrySendError::Disconnected(_) => Err(Error::internal(anyhow!(
+                        "the password hashing threads have stopped"
+                    ))),
+                }
             }
-            Err(TrySendError::Disconnected(_)) => Err(Error::internal(anyhow!(
-                "the password hashing threads have stopped"
-            ))),
         }
     }
 }
 
-fn run_worker(hasher: &PasswordHasher, receiver: &Mutex<Receiver<Job>>) {
+fn at_capacity() -> Error {
+    Error::Unavailable("password hashing is at capacity")
+}
+
+fn run_worker(mut worker: Worker, receiver: &Mutex<Receiver<Job>>, load: &Load) {
     loop {
         // The lock is held only while waiting for a job, never while running one.
         let job = receiver
@@ -489,18 +757,44 @@ fn run_worker(hasher: &PasswordHasher, receiver: &Mutex<Receiver<Job>>) {
             .unwrap_or_else(PoisonError::into_inner)
             .recv();
         let Ok(job) = job else {
-            return; // the pool was dropped
+            return; // the pool was dropped; `worker.memory` is zeroized as it drops
         };
+        let late = job.enqueued.elapsed() > load.max_wait;
+        let started = Instant::now();
         // A panicking job drops its answer channel (the caller sees an internal error)
         // instead of killing the thread and shrinking the pool.
-        let _ = catch_unwind(AssertUnwindSafe(|| job(hasher)));
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            (job.work)((!late).then_some(&mut worker))
+        }));
+        if matches!(ran, Ok(true)) {
+            load.record(started.elapsed());
+        }
+        load.in_pool.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// Lowers the calling thread's scheduling priority by [`HASH_THREAD_NICE_OFFSET`] nice
+/// levels (relative to what it inherited, at most 19). Best effort: a refusal (a seccomp
+/// filter, say) leaves the thread at the process's priority and the pool working.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    // On Linux a thread id names that one thread: the nice value is per thread.
+    let thread = Some(rustix::thread::gettid());
+    if let Ok(current) = getpriority_process(thread) {
+        let _ = setpriority_process(thread, (current + HASH_THREAD_NICE_OFFSET).min(19));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::channel;
-    use std::time::{Duration, Instant};
+
+    use argon2::{AssociatedData, ParamsBuilder, PasswordHasher as _, PasswordVerifier as _};
 
     use super::*;
 
@@ -909,9 +1203,9 @@ mod tests {
     }
 
     #[test]
-    fn default_workers_leaves_a_core() {
+    fn default_workers_is_one_per_core() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(HashPool::default_workers(), cores.saturating_sub(1).max(1));
+        assert_eq!(HashPool::default_workers(), cores.max(1));
     }
 
     #[tokio::test]
@@ -950,10 +1244,12 @@ mod tests {
 
     /// One worker, a queue of one: with the worker held busy and one job queued, the next
     /// submission is refused at once. Deterministic: the test waits until the worker has
-    /// taken the blocking job before filling the queue.
+    /// taken the blocking job before filling the queue. The time bound is out of the way
+    /// (a minute, and a job estimated to take no time), so the count bound is what refuses.
     #[tokio::test]
     async fn full_pool_answers_unavailable_at_once() {
-        let pool = HashPool::new(fast(), 1, 1).unwrap();
+        let pool = HashPool::with_max_wait(fast(), 1, 1, Duration::from_secs(60)).unwrap();
+        pool.load.job_nanos.store(0, Ordering::Relaxed);
         let (started_tx, started_rx) = channel();
         let (release_tx, release_rx) = channel::<()>();
         let blocker = pool
@@ -981,8 +1277,8 @@ mod tests {
         assert!(before.elapsed() < Duration::from_secs(5));
 
         release_tx.send(()).unwrap();
-        blocker.await.unwrap();
-        assert!(queued.await.unwrap().is_ok());
+        blocker.await.unwrap().unwrap();
+        assert!(queued.await.unwrap().unwrap().is_ok());
         // Capacity is back.
         assert!(pool.hash("violet-harbor-lamp".into()).await.is_ok());
     }
@@ -998,13 +1294,354 @@ mod tests {
     #[test]
     fn dropping_the_pool_stops_its_threads() {
         let hasher = Arc::new(fast());
-        let pool = HashPool::spawn(Arc::clone(&hasher), 2, 1).unwrap();
+        let pool = HashPool::spawn(Arc::clone(&hasher), 2, 1, DEFAULT_QUEUE_WAIT).unwrap();
         assert_eq!(Arc::strong_count(&hasher), 3);
         drop(pool);
         // Each worker holds a clone of the hasher until its loop ends.
         let deadline = Instant::now() + Duration::from_secs(10);
         while Arc::strong_count(&hasher) > 1 {
             assert!(Instant::now() < deadline, "pool threads did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn argon2(algorithm: Algorithm, version: Version, params: Params) -> Argon2<'static> {
+        Argon2::new(algorithm, version, params)
+    }
+
+    fn argon2id(m_kib: u32, t: u32, p: u32) -> Argon2<'static> {
+        argon2(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(m_kib, t, p, Some(OUTPUT_LEN)).unwrap(),
+        )
+    }
+
+    /// A pool thread hashes in memory it keeps between jobs: the PHC strings are exactly
+    /// what the argon2 crate makes in fresh memory, whatever the previous job left there.
+    #[test]
+    fn reused_memory_hashes_like_plain_argon2() {
+        let hasher = hasher(512, 2, 2);
+        let mut memory = ArgonMemory::for_params(hasher.argon2.params());
+        assert_eq!(memory.blocks.len(), 512);
+        let plain = argon2id(512, 2, 2);
+        let passwords = [
+            "violet-harbor-lamp",
+            "",
+            "another one",
+            "violet-harbor-lamp",
+        ];
+        for (salt_byte, password) in (1u8..).zip(passwords) {
+            let salt = [salt_byte; 16];
+            let expected = plain
+                .hash_password_with_salt(password.as_bytes(), &salt)
+                .unwrap()
+                .to_string();
+            let reused = hasher
+                .hash_with_salt(password.as_bytes(), &salt, &mut memory)
+                .unwrap();
+            assert_eq!(reused, expected, "{password:?}");
+            let fresh = hasher
+                .hash_with_salt(password.as_bytes(), &salt, &mut ArgonMemory::none())
+                .unwrap();
+            assert_eq!(fresh, expected, "{password:?}");
+        }
+        // With a random salt, the argon2 crate verifies what the thread made.
+        let phc = hasher.hash_in("violet-harbor-lamp", &mut memory).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=512,t=2,p=2$"), "{phc}");
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(
+            plain
+                .verify_password(b"violet-harbor-lamp", &parsed)
+                .is_ok()
+        );
+        assert!(
+            plain
+                .verify_password(b"violet-harbor-lamQ", &parsed)
+                .is_err()
+        );
+    }
+
+    /// Stored hashes of every Argon2 form and of costs below and above the configured one
+    /// (so both in the thread's memory and in a temporary one): the thread's memory
+    /// verifies each exactly as the argon2 crate does, with the allocating path's rehash
+    /// advice, and a hash costing more memory does not make the thread's memory grow.
+    #[test]
+    fn reused_memory_verifies_like_plain_argon2() {
+        let mut worker = Worker::new(Arc::new(hasher(512, 2, 1)));
+        let address = worker.memory.blocks.as_ptr();
+        let password = "violet-harbor-lamp";
+        let with_data = ParamsBuilder::new()
+            .m_cost(256)
+            .t_cost(1)
+            .p_cost(1)
+            .data(AssociatedData::new(b"context").unwrap())
+            .build()
+            .unwrap();
+        let stored = |argon2: Argon2<'static>| argon2.hash_password(password.as_bytes()).unwrap();
+        let cases = [
+            (stored(argon2id(512, 2, 1)), false),
+            (stored(argon2id(256, 2, 1)), true),
+            (stored(argon2id(256, 1, 2)), false), // more lanes: never downgraded
+            (stored(argon2id(512, 1, 1)), true),
+            (stored(argon2id(2048, 2, 1)), false),
+            (stored(argon2id(1024, 1, 1)), false),
+            (
+                stored(argon2(
+                    Algorithm::Argon2i,
+                    Version::V0x13,
+                    Params::new(256, 2, 1, None).unwrap(),
+                )),
+                true,
+            ),
+            (
+                stored(argon2(
+                    Algorithm::Argon2d,
+                    Version::V0x10,
+                    Params::new(512, 2, 1, None).unwrap(),
+                )),
+                true,
+            ),
+            (
+                stored(argon2(
+                    Algorithm::Argon2id,
+                    Version::V0x10,
+                    Params::new(512, 2, 1, None).unwrap(),
+                )),
+                true,
+            ),
+            (
+                stored(argon2(Algorithm::Argon2id, Version::V0x13, with_data)),
+                true,
+            ),
+            (
+                stored(argon2(
+                    Algorithm::Argon2id,
+                    Version::V0x13,
+                    Params::new(512, 2, 1, Some(64)).unwrap(),
+                )),
+                true,
+            ),
+            (
+                argon2id(512, 2, 1)
+                    .hash_password_with_salt(password.as_bytes(), &[7; 8])
+                    .unwrap(),
+                true,
+            ),
+        ];
+        for (stored, rehash) in cases {
+            let phc = stored.to_string();
+            assert!(
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &stored)
+                    .is_ok()
+            );
+            assert_eq!(
+                worker.verify(password, &phc),
+                Verification::Valid {
+                    needs_rehash: rehash
+                },
+                "{phc}"
+            );
+            assert_eq!(
+                worker.hasher.verify(password, &phc),
+                worker.verify(password, &phc)
+            );
+            assert!(
+                Argon2::default()
+                    .verify_password(b"violet-harbor-lamQ", &stored)
+                    .is_err()
+            );
+            assert_eq!(
+                worker.verify("violet-harbor-lamQ", &phc),
+                Verification::Invalid,
+                "{phc}"
+            );
+            // Another output of the same length: refused by the comparison itself.
+            let mut tampered = stored.clone();
+            let mut bytes = tampered.hash.unwrap().as_bytes().to_vec();
+            bytes[0] ^= 1;
+            tampered.hash = Some(Output::new(&bytes).unwrap());
+            assert_eq!(
+                worker.verify(password, &tampered.to_string()),
+                Verification::Invalid,
+                "{phc}"
+            );
+        }
+        assert_eq!(worker.memory.blocks.len(), 512);
+        assert_eq!(worker.memory.blocks.as_ptr(), address);
+        // Hashing and the dummy verification use the same memory.
+        let phc = worker.hash(password).unwrap();
+        worker.verify_dummy(password);
+        assert_eq!(worker.memory.blocks.as_ptr(), address);
+        assert_eq!(
+            worker.verify(password, &phc),
+            Verification::Valid {
+                needs_rehash: false
+            }
+        );
+    }
+
+    /// Hash threads yield to request threads under contention: Linux nice, field 19 of
+    /// `/proc/<pid>/task/<tid>/stat`, is the spawning thread's plus the offset.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pool_threads_run_at_a_lower_priority() {
+        use rustix::process::Pid;
+        fn nice(tid: i32) -> i32 {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+            // The command name is in parentheses and may hold spaces; after it come
+            // field 3 (state), 4, …, field 19 (nice).
+            let fields = &stat[stat.rfind(')').unwrap() + 1..];
+            fields
+                .split_whitespace()
+                .nth(19 - 3)
+                .unwrap()
+                .parse()
+                .unwrap()
+        }
+        let tid = || Pid::as_raw(Some(rustix::thread::gettid()));
+        let pool = HashPool::new(fast(), 2, 4).unwrap();
+        let hashing = pool.run(move |_| tid()).await.unwrap();
+        assert_ne!(hashing, tid());
+        let own = nice(tid());
+        assert_eq!(nice(hashing), (own + HASH_THREAD_NICE_OFFSET).min(19));
+        if own <= 9 {
+            assert!(nice(hashing) >= own + 10);
+        }
+    }
+
+    #[test]
+    fn expected_wait_counts_the_jobs_ahead_of_a_free_thread() {
+        let load = Load {
+            workers: 2,
+            max_wait: DEFAULT_QUEUE_WAIT,
+            in_pool: AtomicUsize::new(0),
+            job_nanos: AtomicU64::new(100_000_000),
+        };
+        let ms = Duration::from_millis;
+        // A thread is idle while fewer than two jobs are in the pool.
+        assert_eq!(load.expected_wait(0), ms(0));
+        assert_eq!(load.expected_wait(1), ms(0));
+        // Both busy: one of them must finish (two threads finish a job every 50 ms).
+        assert_eq!(load.expected_wait(2), ms(50));
+        assert_eq!(load.expected_wait(3), ms(100));
+        assert_eq!(load.expected_wait(6), ms(250));
+        load.job_nanos.store(u64::MAX, Ordering::Relaxed);
+        assert!(load.expected_wait(usize::MAX) > Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn moving_average_of_job_durations() {
+        assert_eq!(moving_average(0, 800), 100);
+        assert_eq!(moving_average(800, 800), 800);
+        assert_eq!(moving_average(800, 0), 700);
+        assert_eq!(moving_average(u64::MAX, u64::MAX), u64::MAX);
+        let mut average = 0;
+        for _ in 0..64 {
+            average = moving_average(average, 1_000_000);
+        }
+        assert!((990_000..=1_000_000).contains(&average), "{average}");
+    }
+
+    /// The estimate starts from the hasher's measured first hash and follows the jobs.
+    #[tokio::test]
+    async fn the_pool_learns_how_long_a_job_takes() {
+        let pool = HashPool::new(fast(), 1, 4).unwrap();
+        assert!(pool.load.job_nanos.load(Ordering::Relaxed) > 0);
+        pool.load.job_nanos.store(0, Ordering::Relaxed);
+        let slow = Duration::from_millis(40);
+        for _ in 0..8 {
+            pool.run(move |_| std::thread::sleep(slow)).await.unwrap();
+        }
+        // One worker records a job before taking the next: at least 7 records of at least
+        // 40 ms each, so the average is at least 40 ms × (1 − (7/8)^7) ≈ 24.3 ms.
+        let learned = Duration::from_nanos(pool.load.job_nanos.load(Ordering::Relaxed));
+        assert!(learned >= Duration::from_millis(24), "{learned:?}");
+    }
+
+    /// With one job running and one queued, a third is expected to wait two average jobs;
+    /// beyond the bound it is refused at once, although the queue has room.
+    #[tokio::test]
+    async fn a_job_expected_to_wait_too_long_is_refused_at_once() {
+        let bound = Duration::from_secs(2);
+        let pool = HashPool::with_max_wait(fast(), 1, 16, bound).unwrap();
+        // As if the worker had learned that a job takes 1.5 s.
+        pool.load.job_nanos.store(1_500_000_000, Ordering::Relaxed);
+        let (started_tx, started_rx) = channel();
+        let (release_tx, release_rx) = channel::<()>();
+        let blocker = pool
+            .submit(move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+            .unwrap();
+        started_rx.recv().unwrap();
+        // Expected to wait for the running job: 1.5 s, within the bound.
+        let queued = pool
+            .submit(|worker| worker.hash("violet-harbor-lamp"))
+            .unwrap();
+
+        let before = Instant::now();
+        let refused = pool.hash("violet-harbor-lamp".into()).await;
+        let took = before.elapsed();
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Unavailable("password hashing is at capacity"))
+            ),
+            "{refused:?}"
+        );
+        assert!(took < bound / 2, "refused after {took:?}");
+        let refused = pool.verify("violet-harbor-lamp".into(), None).await;
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert!(queued.await.unwrap().unwrap().is_ok());
+    }
+
+    /// A job admitted on a low estimate that still waited past the bound is answered
+    /// `Unavailable` by the thread that takes it, without running; the pool goes on, and
+    /// every admitted job leaves the count (a leak would end in refusing everything).
+    #[tokio::test]
+    async fn a_job_that_waited_past_the_bound_is_refused_unrun() {
+        let bound = Duration::from_millis(100);
+        let pool = HashPool::with_max_wait(fast(), 1, 4, bound).unwrap();
+        pool.load.job_nanos.store(0, Ordering::Relaxed); // admission lets it in
+        let (started_tx, started_rx) = channel();
+        let (release_tx, release_rx) = channel::<()>();
+        let blocker = pool
+            .submit(move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+            .unwrap();
+        started_rx.recv().unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let late = pool
+            .submit({
+                let ran = Arc::clone(&ran);
+                move |_| ran.store(true, Ordering::SeqCst)
+            })
+            .unwrap();
+        std::thread::sleep(bound * 2);
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+
+        let answer = late.await.unwrap();
+        assert!(
+            matches!(
+                answer,
+                Err(Error::Unavailable("password hashing is at capacity"))
+            ),
+            "{answer:?}"
+        );
+        assert!(!ran.load(Ordering::SeqCst));
+        assert!(pool.hash("violet-harbor-lamp".into()).await.is_ok());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.load.in_pool.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "jobs left in the count");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
