@@ -548,6 +548,8 @@ pub struct HashPool {
     jobs: SyncSender<Job>,
     params: HashParams,
     load: Arc<Load>,
+    /// Jobs the pool holds at most: one running per thread, `queue` waiting.
+    slots: usize,
 }
 
 impl fmt::Debug for HashPool {
@@ -654,7 +656,12 @@ impl HashPool {
                     Error::internal(anyhow!("cannot start a password hashing thread: {e}"))
                 })?;
         }
-        Ok(HashPool { jobs, params, load })
+        Ok(HashPool {
+            jobs,
+            params,
+            load,
+            slots: workers.saturating_add(queue),
+        })
     }
 
     /// Workers for a machine: one per available core, and at least one. Argon2 is CPU- and
@@ -701,6 +708,19 @@ impl HashPool {
         answer
             .await
             .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+    }
+
+    /// Whether a job submitted now would be admitted (room in the queue, and an expected
+    /// wait within the bound), without submitting one. For callers with costly work to do
+    /// before they hash (a login reserves a lockout attempt in the database): shed load is
+    /// refused before that work, in microseconds. Only a hint: [`Self::hash`] and
+    /// [`Self::verify`] still decide, and may refuse if the pool filled meanwhile.
+    pub fn check_capacity(&self) -> Result<()> {
+        let ahead = self.load.in_pool.load(Ordering::Acquire);
+        if ahead >= self.slots || self.load.expected_wait(ahead) > self.load.max_wait {
+            return Err(at_capacity());
+        }
+        Ok(())
     }
 
     /// Queues `work` without waiting: a full queue, or a wait expected beyond the bound,
@@ -1509,6 +1529,37 @@ mod tests {
         if own <= 9 {
             assert!(nice(hashing) >= own + 10);
         }
+    }
+
+    #[tokio::test]
+    async fn check_capacity_refuses_what_submit_would_refuse_without_queueing() {
+        // One thread, one waiting slot: a running job and a queued one fill the pool.
+        let pool = HashPool::with_max_wait(fast(), 1, 1, Duration::from_secs(60)).unwrap();
+        assert!(pool.check_capacity().is_ok());
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let (started, running_now) = std::sync::mpsc::channel::<()>();
+        let hold = |gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+                    started: std::sync::mpsc::Sender<()>| {
+            move |_: &mut Worker| {
+                let _ = started.send(());
+                let _ = gate.lock().unwrap().recv();
+            }
+        };
+        let running = pool
+            .submit(hold(Arc::clone(&gate), started.clone()))
+            .unwrap();
+        // The thread took the first job, so the second one waits in the queue.
+        running_now.recv().unwrap();
+        let queued = pool.submit(hold(Arc::clone(&gate), started)).unwrap();
+        assert!(matches!(pool.check_capacity(), Err(Error::Unavailable(_))));
+        // Checking took nothing: the pool still holds exactly its two jobs.
+        assert_eq!(pool.load.in_pool.load(Ordering::Acquire), 2);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        assert!(pool.check_capacity().is_ok());
     }
 
     #[test]

@@ -171,6 +171,10 @@ pub(crate) async fn check_password(
     password: String,
 ) -> Result<(Attempt, Credentials)> {
     let normalized = normalize_email(email);
+    // Shed load is refused before anything is written: reserving and releasing an attempt
+    // costs two write transactions, which made a 503 take hundreds of milliseconds under
+    // a flood (docs/benchmarks.md). The pool still decides below.
+    state.hashes.check_capacity()?;
     let attempt = attempt_for(state, &normalized, meta);
     attempt.reserve(state).await?;
     // Read before the check: a session is only ever made at this epoch.
