@@ -407,6 +407,10 @@ impl PasswordHasher {
 /// to the process's own lifetime anyway.
 struct ArgonMemory {
     blocks: Zeroizing<Vec<Block>>,
+    /// Blocks to allocate at the first hash that fits them (0: never). Allocated then, not
+    /// when the thread starts, so an instance that has not hashed yet does not hold
+    /// workers × 19 MiB (the idle RSS figure of docs/benchmarks.md).
+    wanted: usize,
 }
 
 impl ArgonMemory {
@@ -414,20 +418,26 @@ impl ArgonMemory {
     fn none() -> Self {
         Self {
             blocks: Zeroizing::new(Vec::new()),
+            wanted: 0,
         }
     }
 
-    /// Enough for `params`; none if the allocation is refused (each hash then allocates
-    /// its own and reports the failure the ordinary way).
+    /// Enough for `params`, allocated at the first hash; none if the allocation is refused
+    /// (each hash then allocates its own and reports the failure the ordinary way).
     fn for_params(params: &Params) -> Self {
-        let count = params.block_count();
+        Self {
+            blocks: Zeroizing::new(Vec::new()),
+            wanted: params.block_count(),
+        }
+    }
+
+    fn allocate(&mut self) {
+        let count = std::mem::take(&mut self.wanted);
         let mut blocks = Vec::new();
         if blocks.try_reserve_exact(count).is_ok() {
             blocks.resize(count, Block::new());
         }
-        Self {
-            blocks: Zeroizing::new(blocks),
-        }
+        self.blocks = Zeroizing::new(blocks);
     }
 
     /// `argon2.hash_password_into(password, salt, out)`, in this memory when it is large
@@ -442,6 +452,9 @@ impl ArgonMemory {
         salt: &[u8],
         out: &mut [u8],
     ) -> argon2::Result<()> {
+        if self.wanted > 0 && argon2.params().block_count() <= self.wanted {
+            self.allocate();
+        }
         if argon2.params().block_count() <= self.blocks.len() {
             argon2.hash_password_into_with_memory(password, salt, out, self.blocks.as_mut_slice())
         } else {
@@ -1343,7 +1356,8 @@ mod tests {
     fn reused_memory_hashes_like_plain_argon2() {
         let hasher = hasher(512, 2, 2);
         let mut memory = ArgonMemory::for_params(hasher.argon2.params());
-        assert_eq!(memory.blocks.len(), 512);
+        // Nothing is held before the first hash (idle memory), then the block stays.
+        assert_eq!(memory.blocks.len(), 0);
         let plain = argon2id(512, 2, 2);
         let passwords = [
             "violet-harbor-lamp",
@@ -1361,6 +1375,7 @@ mod tests {
                 .hash_with_salt(password.as_bytes(), &salt, &mut memory)
                 .unwrap();
             assert_eq!(reused, expected, "{password:?}");
+            assert_eq!(memory.blocks.len(), 512);
             let fresh = hasher
                 .hash_with_salt(password.as_bytes(), &salt, &mut ArgonMemory::none())
                 .unwrap();
@@ -1389,6 +1404,12 @@ mod tests {
     #[test]
     fn reused_memory_verifies_like_plain_argon2() {
         let mut worker = Worker::new(Arc::new(hasher(512, 2, 1)));
+        assert_eq!(
+            worker.memory.blocks.len(),
+            0,
+            "allocated at the first hash only"
+        );
+        worker.hash("warm-up").unwrap();
         let address = worker.memory.blocks.as_ptr();
         let password = "violet-harbor-lamp";
         let with_data = ParamsBuilder::new()
