@@ -117,7 +117,9 @@ impl PolicyTable {
     }
 }
 
-fn operations(
+/// The operations of a path item with their HTTP methods: the one list of methods the
+/// document is read with (the policy table, and `routing::undeclared_operations`).
+pub(crate) fn operations(
     item: &utoipa::openapi::PathItem,
 ) -> impl Iterator<Item = (&'static str, &utoipa::openapi::path::Operation)> {
     [

@@ -369,25 +369,13 @@ pub(crate) fn guard_router(router: axum::Router<AppState>) -> axum::Router<AppSt
 pub fn undeclared_operations(doc: &utoipa::openapi::OpenApi) -> Vec<String> {
     let mut missing = Vec::new();
     for (path, item) in &doc.paths.paths {
-        let operations = [
-            ("GET", &item.get),
-            ("PUT", &item.put),
-            ("POST", &item.post),
-            ("DELETE", &item.delete),
-            ("PATCH", &item.patch),
-            ("HEAD", &item.head),
-            ("OPTIONS", &item.options),
-            ("TRACE", &item.trace),
-        ];
-        for (name, operation) in operations {
-            if let Some(op) = operation {
-                let declared = op
-                    .extensions
-                    .as_ref()
-                    .is_some_and(|e| e.contains_key(POLICY_EXTENSION));
-                if !declared {
-                    missing.push(format!("{name} {path}"));
-                }
+        for (name, op) in crate::policies::operations(item) {
+            let declared = op
+                .extensions
+                .as_ref()
+                .is_some_and(|e| e.contains_key(POLICY_EXTENSION));
+            if !declared {
+                missing.push(format!("{name} {path}"));
             }
         }
     }

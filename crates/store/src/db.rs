@@ -188,6 +188,18 @@ impl Tx {
     }
 }
 
+/// The pools' `before_acquire`: pings a connection idle for [`PING_IF_IDLE_FOR`] or more,
+/// hands out any other as is.
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if meta.idle_for >= PING_IF_IDLE_FOR {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
 async fn connect_sqlite(url: &str, pool_size: u32) -> anyhow::Result<SqlitePool> {
     let in_memory = is_sqlite_memory_url(url);
     let mut options = SqliteConnectOptions::from_str(url)
@@ -199,14 +211,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> anyhow::Result<SqlitePool>
         .max_connections(pool_size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        });
+        .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)));
     if in_memory {
         // A shared-cache in-memory database lives as long as one connection to it does.
         pool = pool
@@ -303,14 +308,7 @@ async fn connect_postgres(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
         .max_connections(pool_size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
+        .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::Executor::execute(conn, SESSION_READ_COMMITTED).await?;
