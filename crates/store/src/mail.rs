@@ -302,11 +302,25 @@ fn parse_sender(from: &str) -> anyhow::Result<Mailbox> {
     Mailbox::from_str(from).map_err(|_| anyhow::anyhow!("invalid sender address"))
 }
 
-/// `8bit` (a link stays greppable in the outbox) unless a line is too long for that, then
-/// `quoted-printable`.
+/// The longest line `8bit` allows (RFC 5322 §2.1.1), in octets without the CRLF.
+const MAX_8BIT_LINE: usize = 998;
+
+/// `8bit` (a link stays greppable in the outbox) unless a line is too long for that (over
+/// 998 octets), or the text holds a NUL or a bare CR, then `quoted-printable`. lettre's
+/// own choice would quote every line of 76 characters or more, which every link is.
 fn readable_body(text: String) -> anyhow::Result<Body> {
-    Body::new_with_encoding(text, ContentTransferEncoding::EightBit)
-        .or_else(|text| Body::new_with_encoding(text, ContentTransferEncoding::QuotedPrintable))
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let plain = !crlf.contains('\0')
+        && crlf
+            .split("\r\n")
+            .all(|line| line.len() <= MAX_8BIT_LINE && !line.contains('\r'));
+    if plain {
+        return Ok(Body::dangerous_pre_encoded(
+            crlf.into_bytes(),
+            ContentTransferEncoding::EightBit,
+        ));
+    }
+    Body::new_with_encoding(text, ContentTransferEncoding::QuotedPrintable)
         .map_err(|_| anyhow::anyhow!("encoding the message body"))
 }
 

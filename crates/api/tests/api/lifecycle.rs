@@ -187,6 +187,7 @@ async fn only_the_newest_unexpired_verification_token_works(backend: Backend) {
     // Expired: RAMPART_EMAIL_TOKEN_TTL defaults to 24 hours.
     app.clock.advance(time::Duration::hours(24));
     refused_token(app.post_json(VERIFY, json!({"token": second})).await).await;
+    let s = app.session_for(&s.email, PASSWORD).await;
     let r = app.post_auth(RESEND, &s.access, json!({})).await;
     assert_eq!(r.status(), 202);
     let third = app.verify_token(&s.email, 3).await;
@@ -198,6 +199,7 @@ async fn only_the_newest_unexpired_verification_token_works(backend: Backend) {
         204
     );
     // The body is `{}` and nothing else.
+    let s = app.session_for(&s.email, PASSWORD).await;
     let r = app.post_auth(RESEND, &s.access, json!({"x": 1})).await;
     problem(r, 400, "validation_failed").await;
     app.finish().await;
@@ -226,6 +228,7 @@ async fn resend_is_limited_per_user_and_silent_when_verified(backend: Backend) {
     );
     // An hour later the budget is back; once verified, a resend mails nothing.
     app.clock.advance(time::Duration::minutes(61));
+    let s = app.session_for(&s.email, PASSWORD).await;
     let token = token_in(&mail[2], "/verify-email");
     assert_eq!(
         app.post_json(VERIFY, json!({"token": token}))
@@ -406,6 +409,7 @@ async fn older_change_token_after_a_newer_one_is_refused(backend: Backend) {
             .await,
     )
     .await;
+    let a = app.session_for(&a.email, PASSWORD).await;
     let me: Value = app.me(&a.access).await.json().await.unwrap();
     assert_eq!(me["email"], a.email.as_str());
     app.finish().await;
@@ -751,6 +755,7 @@ async fn export_is_rate_limited_per_user(backend: Backend) {
     // Per user: another user is not affected; an hour later the budget is back.
     assert_eq!(app.get_auth(EXPORT, &b.access).await.status(), 200);
     app.clock.advance(time::Duration::minutes(61));
+    let a = app.session_for(&a.email, PASSWORD).await;
     assert_eq!(app.get_auth(EXPORT, &a.access).await.status(), 200);
     app.finish().await;
 }

@@ -16,6 +16,8 @@ backend_tests!(
     admin_create_makes_verified_accounts,
 );
 
+backend_tests!(empty: migration_0009_verifies_only_accounts_made_by_admin_create);
+
 async fn store(db: &Db, user_id: Uuid, purpose: Purpose, hash: &str, email: Option<&str>) {
     tokens::create(
         db,
@@ -158,4 +160,120 @@ async fn admin_create_makes_verified_accounts(db: Db) {
             .email_verified
             == false
     );
+}
+
+/// Migration 0009 on a database at 0008: only the accounts `admin create` made (its audit
+/// event: actor = target = the user, `via: cli`, `created: true`) become verified; a
+/// promoted account, an API role change and a plain registration stay unverified; an
+/// outstanding reset token keeps working under the new table.
+async fn migration_0009_verifies_only_accounts_made_by_admin_create(db: Db) {
+    use rampart_core::audit::{NewAuditEvent, Outcome};
+    let backend = match db.backend() {
+        rampart_store::Backend::Sqlite => "sqlite",
+        rampart_store::Backend::Postgres => "postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    match &db {
+        Db::Sqlite(pool) => migrator.run_to(8, pool).await.unwrap(),
+        Db::Postgres(pool) => migrator.run_to(8, pool).await.unwrap(),
+    }
+    let (made, promoted, granted, member) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    const INSERT: &str = "INSERT INTO users (id, email, email_normalized, password_hash, \
+         display_name, status, mfa_enabled, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $2, 'h', 'N', 'active', FALSE, 0, 0)";
+    for (id, email) in [
+        (made, "made@example.org"),
+        (promoted, "promoted@example.org"),
+        (granted, "granted@example.org"),
+        (member, "member@example.org"),
+    ] {
+        match &db {
+            Db::Sqlite(pool) => {
+                sqlx::query(INSERT)
+                    .bind(id.to_string())
+                    .bind(email)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Db::Postgres(pool) => {
+                sqlx::query(&INSERT.replace("($1,", "($1::uuid,"))
+                    .bind(id.to_string())
+                    .bind(email)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let roles_changed = |actor: Uuid, target: Uuid, details: serde_json::Value| {
+        NewAuditEvent::new("user.roles_changed", Outcome::Success)
+            .with_actor(actor)
+            .with_target("user", target.to_string())
+            .with_details(details)
+    };
+    for event in [
+        roles_changed(
+            made,
+            made,
+            serde_json::json!({"via": "cli", "created": true, "to": ["admin", "user"]}),
+        ),
+        roles_changed(
+            promoted,
+            promoted,
+            serde_json::json!({"via": "cli", "created": false, "added": ["admin"], "passwordVerified": true}),
+        ),
+        // An API role change: the caller is the actor.
+        roles_changed(
+            made,
+            granted,
+            serde_json::json!({"from": ["user"], "to": ["admin", "user"], "via": "cli", "created": true}),
+        ),
+    ] {
+        rampart_store::audit::record(&db, &event, T0).await.unwrap();
+    }
+    const INSERT_RESET: &str = "INSERT INTO password_resets \
+         (id, user_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, 'old-reset', 0, $3)";
+    match &db {
+        Db::Sqlite(pool) => {
+            sqlx::query(INSERT_RESET)
+                .bind(Uuid::now_v7().to_string())
+                .bind(member.to_string())
+                .bind(T0 + 1000)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        Db::Postgres(pool) => {
+            sqlx::query(&INSERT_RESET.replace("($1, $2,", "($1::uuid, $2::uuid,"))
+                .bind(Uuid::now_v7().to_string())
+                .bind(member.to_string())
+                .bind(T0 + 1000)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    db.migrate().await.unwrap();
+    let verified = |id| {
+        let db = db.clone();
+        async move { users::get(&db, id).await.unwrap().unwrap().email_verified }
+    };
+    assert!(verified(made).await);
+    assert!(!verified(promoted).await);
+    assert!(!verified(granted).await);
+    assert!(!verified(member).await);
+    let reset = tokens::peek(&db, Purpose::PasswordReset, "old-reset", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reset.user_id, member);
 }
