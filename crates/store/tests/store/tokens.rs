@@ -16,7 +16,10 @@ backend_tests!(
     admin_create_makes_verified_accounts,
 );
 
-backend_tests!(empty: migration_0009_verifies_only_accounts_made_by_admin_create);
+mod before_0009 {
+    use super::migration_0009_verifies_only_accounts_made_by_admin_create;
+    backend_tests!(empty: migration_0009_verifies_only_accounts_made_by_admin_create);
+}
 
 async fn store(db: &Db, user_id: Uuid, purpose: Purpose, hash: &str, email: Option<&str>) {
     tokens::create(
@@ -189,6 +192,9 @@ async fn migration_0009_verifies_only_accounts_made_by_admin_create(db: Db) {
     const INSERT: &str = "INSERT INTO users (id, email, email_normalized, password_hash, \
          display_name, status, mfa_enabled, created_at_ms, updated_at_ms) \
          VALUES ($1, $2, $2, 'h', 'N', 'active', FALSE, 0, 0)";
+    const PG_INSERT: &str = "INSERT INTO users (id, email, email_normalized, password_hash, \
+         display_name, status, mfa_enabled, created_at_ms, updated_at_ms) \
+         VALUES ($1::uuid, $2, $2, 'h', 'N', 'active', FALSE, 0, 0)";
     for (id, email) in [
         (made, "made@example.org"),
         (promoted, "promoted@example.org"),
@@ -205,7 +211,7 @@ async fn migration_0009_verifies_only_accounts_made_by_admin_create(db: Db) {
                     .unwrap();
             }
             Db::Postgres(pool) => {
-                sqlx::query(&INSERT.replace("($1,", "($1::uuid,"))
+                sqlx::query(PG_INSERT)
                     .bind(id.to_string())
                     .bind(email)
                     .execute(pool)
@@ -242,6 +248,9 @@ async fn migration_0009_verifies_only_accounts_made_by_admin_create(db: Db) {
     }
     const INSERT_RESET: &str = "INSERT INTO password_resets \
          (id, user_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, 'old-reset', 0, $3)";
+    const PG_INSERT_RESET: &str = "INSERT INTO password_resets \
+         (id, user_id, token_hash, created_at_ms, expires_at_ms) \
+         VALUES ($1::uuid, $2::uuid, 'old-reset', 0, $3)";
     match &db {
         Db::Sqlite(pool) => {
             sqlx::query(INSERT_RESET)
@@ -253,7 +262,7 @@ async fn migration_0009_verifies_only_accounts_made_by_admin_create(db: Db) {
                 .unwrap();
         }
         Db::Postgres(pool) => {
-            sqlx::query(&INSERT_RESET.replace("($1, $2,", "($1::uuid, $2::uuid,"))
+            sqlx::query(PG_INSERT_RESET)
                 .bind(Uuid::now_v7().to_string())
                 .bind(member.to_string())
                 .bind(T0 + 1000)
