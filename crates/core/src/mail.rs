@@ -66,11 +66,11 @@ pub fn link(public_url: &str, path: &str, token: &str) -> String {
 /// `30 minutes`, `24 hours`, `2 days`, `90 seconds`: the largest unit that divides `d`.
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    let (n, unit) = if secs >= 86_400 && secs % 86_400 == 0 {
+    let (n, unit) = if secs >= 86_400 && secs.is_multiple_of(86_400) {
         (secs / 86_400, "day")
-    } else if secs >= 3600 && secs % 3600 == 0 {
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
         (secs / 3600, "hour")
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         (secs / 60, "minute")
     } else {
         (secs, "second")
