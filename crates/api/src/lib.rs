@@ -79,6 +79,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::jwks::routes())
         .merge(routes::auth::routes())
         .merge(routes::users::routes())
+        .merge(routes::lifecycle::routes())
         .merge(routes::rbac::routes())
         .merge(routes::owned())
         .merge(routes::audit::routes())

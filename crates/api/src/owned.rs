@@ -148,6 +148,26 @@ impl<T: Fields + Bind, P: Bind> Resource<T, P> {
         pagination::by_id(query, self.feature, fetch, |row| row.id).await
     }
 
+    /// Every one of the caller's own objects, oldest first (the account export, contract
+    /// §11), read in pages of 100.
+    pub async fn all_own<R>(&self, state: &AppState, caller: AuthUser) -> Result<Vec<R>>
+    where
+        R: for<'a> From<&'a Owned<T>>,
+    {
+        const PAGE: u32 = 100;
+        let own = Scope::Owner(caller.user_id);
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let rows = self.table.list(&state.db, own, after, PAGE).await?;
+            out.extend(rows.iter().map(R::from));
+            match rows.last() {
+                Some(last) if rows.len() == PAGE as usize => after = Some(last.id),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// The object `id`, if the caller may read it; else 404.
     pub async fn get(&self, state: &AppState, caller: AuthUser, id: Uuid) -> Result<Owned<T>> {
         let scope = self

@@ -28,6 +28,7 @@ pub const CODES: &[&str] = &[
     "invalid_credentials",
     "forbidden",
     "reauthentication_failed",
+    "email_unverified",
     "not_found",
     "method_not_allowed",
     "conflict",
@@ -264,6 +265,11 @@ impl From<&Error> for Problem {
                 "reauthentication_failed",
                 "The password or code is incorrect",
             ),
+            Error::EmailUnverified => Problem::new(
+                StatusCode::FORBIDDEN,
+                "email_unverified",
+                "The email address of this account is not verified yet",
+            ),
             Error::RateLimited { retry_after_secs } => Problem::rate_limited(*retry_after_secs),
             Error::Unavailable(why) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -333,6 +339,7 @@ mod tests {
             Error::Unauthenticated,
             Error::Forbidden,
             Error::ReauthenticationFailed,
+            Error::EmailUnverified,
             Error::RateLimited {
                 retry_after_secs: 1,
             },

@@ -122,6 +122,12 @@ pub struct Config {
     pub public_url: String,
     pub reset_rate_per_hour: u32,
     pub password_reset_ttl: Duration,
+    /// How long an email verification or email change link works
+    /// (`RAMPART_EMAIL_TOKEN_TTL`, default 24 hours; contract §11).
+    pub email_token_ttl: Duration,
+    /// `RAMPART_REQUIRE_VERIFIED_EMAIL`: a right password of an unverified account gets 403
+    /// `email_unverified` and no tokens (contract §11).
+    pub require_verified_email: bool,
     /// argon2id memory cost in KiB (OWASP: 19456).
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
@@ -179,6 +185,8 @@ const KNOWN: &[&str] = &[
     "RAMPART_PUBLIC_URL",
     "RAMPART_RESET_RATE_PER_HOUR",
     "RAMPART_PASSWORD_RESET_TTL",
+    "RAMPART_EMAIL_TOKEN_TTL",
+    "RAMPART_REQUIRE_VERIFIED_EMAIL",
     "RAMPART_ARGON2_MEMORY_KIB",
     "RAMPART_ARGON2_ITERATIONS",
     "RAMPART_ARGON2_PARALLELISM",
@@ -585,6 +593,8 @@ impl Config {
         let reset_rate_per_hour = p.number("RAMPART_RESET_RATE_PER_HOUR", 5u32, 1, 10_000);
         let password_reset_ttl =
             p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
+        let email_token_ttl = p.duration("RAMPART_EMAIL_TOKEN_TTL", DAY, 30 * DAY);
+        let require_verified_email = p.bool("RAMPART_REQUIRE_VERIFIED_EMAIL", false);
         // Ceilings are the verifier's own (`passwords::MAX_*`): a hash made under a setting
         // the verifier refuses would lock every user out at their next login.
         let argon2_memory_kib = p.number(
@@ -656,6 +666,8 @@ impl Config {
                 public_url,
                 reset_rate_per_hour,
                 password_reset_ttl,
+                email_token_ttl,
+                require_verified_email,
                 argon2_memory_kib,
                 argon2_iterations,
                 argon2_parallelism,

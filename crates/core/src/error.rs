@@ -38,6 +38,10 @@ pub enum Error {
     Forbidden,
     #[error("reauthentication failed")]
     ReauthenticationFailed,
+    /// The password (and second factor) were right but the account's email is not verified
+    /// while `RAMPART_REQUIRE_VERIFIED_EMAIL` is on (contract §11).
+    #[error("email unverified")]
+    EmailUnverified,
     #[error("rate limited, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("unavailable: {0}")]

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod error;
 pub mod fields;
 pub mod keys;
+pub mod mail;
 pub mod net;
 pub mod passwords;
 pub mod rbac;

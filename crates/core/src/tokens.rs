@@ -533,6 +533,69 @@ pub fn hash_token(token: &str) -> String {
     format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 
+/// A mailed token (email verification or change, contract §11) as a client sent it back:
+/// exactly the form [`random_token`] makes — 43 characters of URL-safe base64 without
+/// padding that decode to 32 bytes — or `None`. Hostile input is refused here before any
+/// digest or lookup; the answer is the same 400 as for an unknown token.
+pub fn parse_mailed_token(raw: &str) -> Option<&str> {
+    const LEN: usize = (RANDOM_TOKEN_BYTES * 4).div_ceil(3);
+    if raw.len() != LEN
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    let decoded = Zeroizing::new(URL_SAFE_NO_PAD.decode(raw).ok()?);
+    (decoded.len() == RANDOM_TOKEN_BYTES).then_some(raw)
+}
+
+#[cfg(test)]
+mod mailed_token_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn random_tokens_parse_and_near_misses_do_not() {
+        let token = random_token().unwrap();
+        assert_eq!(parse_mailed_token(&token), Some(token.as_str()));
+        assert_eq!(parse_mailed_token(&token[1..]), None);
+        assert_eq!(parse_mailed_token(&format!("{token}A")), None);
+        assert_eq!(parse_mailed_token(&format!("{}=", &token[1..])), None);
+        assert_eq!(parse_mailed_token(&format!("{}+", &token[1..])), None);
+        assert_eq!(parse_mailed_token(""), None);
+        // 43 characters whose last one carries bits beyond the 32 bytes.
+        let mut bad = "A".repeat(42);
+        bad.push('B');
+        assert_eq!(parse_mailed_token(&bad), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_accepts_only_the_canonical_form(raw in ".{0,64}") {
+            if let Some(token) = parse_mailed_token(&raw) {
+                prop_assert_eq!(token.len(), 43);
+                let bytes = URL_SAFE_NO_PAD.decode(token).unwrap();
+                prop_assert_eq!(URL_SAFE_NO_PAD.encode(&bytes), token);
+            }
+        }
+
+        #[test]
+        fn every_32_byte_value_round_trips(bytes in prop::array::uniform32(any::<u8>())) {
+            let token = URL_SAFE_NO_PAD.encode(bytes);
+            prop_assert_eq!(parse_mailed_token(&token), Some(token.as_str()));
+        }
+
+        #[test]
+        fn base64ish_strings_of_the_right_length(raw in "[A-Za-z0-9_=+/-]{43}") {
+            let ok = parse_mailed_token(&raw).is_some();
+            let decodes = !raw.contains(['=', '+', '/'])
+                && URL_SAFE_NO_PAD.decode(&raw).is_ok_and(|b| b.len() == 32);
+            prop_assert_eq!(ok, decodes);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

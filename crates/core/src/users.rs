@@ -103,6 +103,19 @@ pub fn normalize_email(raw: &str) -> String {
     raw.trim().to_lowercase()
 }
 
+/// An address as audit details may show it (contract §11: never in full): the first
+/// character of the local part, `***`, and the domain (`j***@example.org`).
+pub fn mask_email(raw: &str) -> String {
+    let normalized = normalize_email(raw);
+    match normalized.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
 /// 1–100 characters (Unicode scalar values), no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
@@ -165,6 +178,8 @@ pub struct User {
     /// Role names, sorted.
     pub roles: Vec<String>,
     pub mfa_enabled: bool,
+    /// The owner proved the address by a mailed link (contract §11).
+    pub email_verified: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }

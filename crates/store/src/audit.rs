@@ -232,3 +232,32 @@ pub async fn list(
     .db_context("listing audit events")?;
     rows.into_iter().map(AuditRecord::try_from).collect()
 }
+
+// The export (contract §11): events where the user is the actor or the target.
+const LIST_EVENTS_CONCERNING: &str = "SELECT seq, id, at_ms, action, actor_id, target_type, \
+     target_id, ip_address, user_agent, request_id, outcome, details, prev_hash, hash \
+     FROM audit_events \
+     WHERE (actor_id = $1 OR (target_type = 'user' AND target_id = $2)) \
+       AND ($3 IS NULL OR seq < $3) \
+     ORDER BY seq DESC LIMIT $4";
+
+/// Events whose actor is `user_id` or whose target is the user `user_id`, newest first, at
+/// most `limit`, after `after_seq` (as [`list`]).
+pub async fn list_concerning(
+    db: &Db,
+    user_id: Uuid,
+    limit: u32,
+    after_seq: Option<i64>,
+) -> Result<Vec<AuditRecord>> {
+    let rows: Vec<AuditRow> = with_pool!(db, pool => {
+        sqlx::query_as(LIST_EVENTS_CONCERNING)
+            .bind(DbUuid(user_id))
+            .bind(user_id.to_string())
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })
+    .db_context("listing audit events of a user")?;
+    rows.into_iter().map(AuditRecord::try_from).collect()
+}

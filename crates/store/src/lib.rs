@@ -41,6 +41,7 @@ pub mod bookmarks;
 mod cache;
 mod db;
 mod error;
+pub mod lifecycle;
 pub mod lockout;
 pub mod mail;
 pub mod mfa;
@@ -50,6 +51,7 @@ pub mod purge;
 pub mod rbac;
 pub mod resets;
 pub mod sessions;
+pub mod tokens;
 mod types;
 pub mod users;
 

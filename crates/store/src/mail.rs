@@ -4,7 +4,7 @@
 //! Invariants: a recipient is one bare address and a subject one line: a CR, LF or any
 //! other control character in either is refused before anything is built, so no caller
 //! input can add a header or a recipient (header injection). Messages are plain text,
-//! UTF-8. An outbox file appears whole or not at all: it is written to a hidden temporary
+//! UTF-8, optionally with an HTML alternative (`multipart/alternative`). An outbox file appears whole or not at all: it is written to a hidden temporary
 //! name in the same directory, synced, then renamed to `<epoch_ms>-<uuid>.eml` with mode
 //! 0600 (the directory, when this creates it, gets 0700); so a reader globbing `*.eml`
 //! never sees half a message, and a reset link in it is readable by its owner only. Its
@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox, SinglePart};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use uuid::Uuid;
 
@@ -36,7 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// timeout covers only the TCP connect.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One plain-text message. `Debug` leaves the text out: it may carry a reset token.
+/// One message: plain text, and optionally an HTML alternative of the same words (then
+/// sent as `multipart/alternative`). `Debug` leaves the bodies out: they may carry a token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     /// One bare address (`user@example.org`), no display name, no list.
@@ -45,6 +46,8 @@ pub struct Message {
     pub subject: String,
     /// Plain text, UTF-8; `\n` or `\r\n` line ends.
     pub text: String,
+    /// HTML, UTF-8, already escaped by its template (`rampart_core::mail`).
+    pub html: Option<String>,
 }
 
 impl fmt::Debug for Message {
@@ -53,6 +56,7 @@ impl fmt::Debug for Message {
             .field("to", &self.to)
             .field("subject", &self.subject)
             .field("text", &"[REDACTED]")
+            .field("html", &self.html.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
@@ -109,10 +113,7 @@ impl OutboxMailer {
     /// Writes `msg` and returns the new file's path.
     pub async fn send(&self, msg: &Message) -> anyhow::Result<PathBuf> {
         let id = Uuid::now_v7();
-        let body = Body::new_with_encoding(msg.text.clone(), ContentTransferEncoding::EightBit)
-            .or_else(|text| Body::new_with_encoding(text, ContentTransferEncoding::QuotedPrintable))
-            .map_err(|_| anyhow::anyhow!("encoding the message body"))?;
-        let bytes = build(&self.from, msg, id, body)?.formatted();
+        let bytes = build(&self.from, msg, id, readable_body)?.formatted();
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .context("reading the clock")?
@@ -271,7 +272,7 @@ impl SmtpMailer {
     }
 
     pub async fn send(&self, msg: &Message) -> anyhow::Result<()> {
-        let email = build(&self.from, msg, Uuid::now_v7(), Body::new(msg.text.clone()))?;
+        let email = build(&self.from, msg, Uuid::now_v7(), |text| Ok(Body::new(text)))?;
         tokio::time::timeout(SEND_TIMEOUT, self.transport.send(email))
             .await
             .map_err(|_| anyhow::anyhow!("sending mail over SMTP timed out"))?
@@ -301,9 +302,38 @@ fn parse_sender(from: &str) -> anyhow::Result<Mailbox> {
     Mailbox::from_str(from).map_err(|_| anyhow::anyhow!("invalid sender address"))
 }
 
+/// The longest line `8bit` allows (RFC 5322 §2.1.1), in octets without the CRLF.
+const MAX_8BIT_LINE: usize = 998;
+
+/// `8bit` (a link stays greppable in the outbox) unless a line is too long for that (over
+/// 998 octets), or the text holds a NUL or a bare CR, then `quoted-printable`. lettre's
+/// own choice would quote every line of 76 characters or more, which every link is.
+fn readable_body(text: String) -> anyhow::Result<Body> {
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let plain = !crlf.contains('\0')
+        && crlf
+            .split("\r\n")
+            .all(|line| line.len() <= MAX_8BIT_LINE && !line.contains('\r'));
+    if plain {
+        return Ok(Body::dangerous_pre_encoded(
+            crlf.into_bytes(),
+            ContentTransferEncoding::EightBit,
+        ));
+    }
+    Body::new_with_encoding(text, ContentTransferEncoding::QuotedPrintable)
+        .map_err(|_| anyhow::anyhow!("encoding the message body"))
+}
+
 /// The RFC 5322 message: Date, From, To, Subject, Message-ID, MIME-Version, and a single
-/// text/plain UTF-8 part with `body`'s transfer encoding.
-fn build(from: &Mailbox, msg: &Message, id: Uuid, body: Body) -> anyhow::Result<lettre::Message> {
+/// text/plain UTF-8 part, or with an HTML alternative a `multipart/alternative` of a
+/// text/plain and a text/html part (plain first: clients show the last one they can),
+/// each body encoded by `encode`.
+fn build(
+    from: &Mailbox,
+    msg: &Message,
+    id: Uuid,
+    encode: impl Fn(String) -> anyhow::Result<Body>,
+) -> anyhow::Result<lettre::Message> {
     if msg.to.chars().any(char::is_control) {
         bail!("invalid recipient: control characters");
     }
@@ -312,18 +342,26 @@ fn build(from: &Mailbox, msg: &Message, id: Uuid, body: Body) -> anyhow::Result<
     }
     let to = Address::from_str(msg.to.trim()).map_err(|_| anyhow::anyhow!("invalid recipient"))?;
     let message_id = format!("<{}@{}>", id.simple(), from.email.domain());
-    lettre::Message::builder()
+    let builder = lettre::Message::builder()
         .from(from.clone())
         .to(Mailbox::new(None, to))
         .subject(msg.subject.as_str())
         .message_id(Some(message_id))
-        .date_now()
-        .singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(body),
-        )
-        .context("building a mail message")
+        .date_now();
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(encode(msg.text.clone())?);
+    match &msg.html {
+        None => builder.singlepart(text),
+        Some(html) => builder.multipart(
+            MultiPart::alternative().singlepart(text).singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(encode(html.clone())?),
+            ),
+        ),
+    }
+    .context("building a mail message")
 }
 
 #[cfg(test)]

@@ -143,8 +143,8 @@ const DELETE_ENDED_CHALLENGES: &str = "DELETE FROM mfa_challenges \
        AND (expires_at_ms <= $1 OR used_at_ms <= $1)";
 
 // $1 cutoff.
-const DELETE_ENDED_RESETS: &str = "DELETE FROM password_resets \
-     WHERE id IN (SELECT id FROM password_resets \
+const DELETE_ENDED_RESETS: &str = "DELETE FROM user_tokens \
+     WHERE id IN (SELECT id FROM user_tokens \
                   WHERE expires_at_ms <= $1 OR used_at_ms <= $1 LIMIT $2) \
        AND (expires_at_ms <= $1 OR used_at_ms <= $1)";
 

@@ -1,13 +1,14 @@
-//! The `password_resets` table: single-use password-reset tokens (contract §4, Recovery).
+//! Password-reset tokens (contract §4, Recovery): the `password_reset` purpose of the one
+//! mailed-token mechanism, `store::tokens` (table `user_tokens`).
 //!
-//! Tokens are stored only as the caller's hash. Invariants: a user has at most one usable
-//! token, the newest ([`create`] marks every earlier unused one used, as superseded); a
-//! token works once, until its `expires_at_ms`, and only while its user is active and not
-//! deleted; setting a password by any route (a completed reset, `users::change_password`)
-//! marks the user's outstanding tokens used in the same transaction. [`confirm`] decides
-//! with one conditional `UPDATE … WHERE used_at_ms IS NULL`, so of concurrent confirms of
-//! one token exactly one wins (on PostgreSQL the losers wait on the row lock and re-check
-//! against the committed row; SQLite runs writers one at a time), and commits the new
+//! Tokens are stored only as the caller's hash. Invariants (those of `tokens`): a user has
+//! at most one usable token, the newest ([`create`] marks every earlier unused one used,
+//! as superseded); a token works once, until its `expires_at_ms`, and only while its user
+//! is active and not deleted; setting a password by any route (a completed reset,
+//! `users::change_password`) marks the user's outstanding tokens used in the same
+//! transaction, and so does a confirmed email change (every purpose). [`confirm`] claims
+//! the token with one conditional `UPDATE … WHERE used_at_ms IS NULL`, so of concurrent
+//! confirms of one token exactly one wins, and commits the new
 //! password, the end of every session, the cleared lockout and the audit event (appended
 //! last) together. A reset never touches MFA.
 
@@ -17,32 +18,18 @@ use uuid::Uuid;
 
 use crate::error::DbResultExt;
 use crate::sessions;
+use crate::tokens::{self, NewToken, Purpose, ValidToken};
 use crate::types::DbUuid;
 use crate::{Db, Tx};
 
 /// `revoked_reason` of the sessions ended by a completed password reset.
 pub const PASSWORD_RESET: &str = "password_reset";
 
-const INVALIDATE_USER_TOKENS: &str = "UPDATE password_resets SET used_at_ms = $2 \
-     WHERE user_id = $1 AND used_at_ms IS NULL";
-
-/// Marks every unused token of `user_id` used, inside the caller's transaction (a new
-/// token supersedes them, or the password was set another way).
+/// Marks every unused reset token of `user_id` used, inside the caller's transaction (a
+/// new token supersedes them, or the password was set another way).
 pub(crate) async fn invalidate_all_in(tx: &mut Tx, user_id: Uuid, now_ms: i64) -> Result<()> {
-    with_tx!(tx, conn => {
-        sqlx::query(INVALIDATE_USER_TOKENS)
-            .bind(DbUuid(user_id))
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await
-            .map(|done| done.rows_affected())
-    })
-    .db_context("invalidating password-reset tokens")?;
-    Ok(())
+    tokens::invalidate_in(tx, user_id, Some(Purpose::PasswordReset), now_ms).await
 }
-
-const INSERT_RESET: &str = "INSERT INTO password_resets \
-     (id, user_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)";
 
 /// Stores a token for `user_id` whose hash is `token_hash`, valid until `expires_at_ms`,
 /// after marking every earlier unused token of the user used (only the newest works), and
@@ -56,51 +43,27 @@ pub async fn create(
     expires_at_ms: i64,
     audit: &NewAuditEvent,
 ) -> Result<()> {
-    let mut tx = db.begin().await?;
-    invalidate_all_in(&mut tx, user_id, now_ms).await?;
-    with_tx!(&mut tx, conn => {
-        sqlx::query(INSERT_RESET)
-            .bind(DbUuid(id))
-            .bind(DbUuid(user_id))
-            .bind(token_hash)
-            .bind(now_ms)
-            .bind(expires_at_ms)
-            .execute(&mut *conn)
-            .await
-            .map(|done| done.rows_affected())
-    })
-    .db_context("storing a password-reset token")?;
-    crate::audit::append(&mut tx, audit, now_ms).await?;
-    tx.commit().await?;
-    Ok(())
+    let token = NewToken {
+        id,
+        user_id,
+        purpose: Purpose::PasswordReset,
+        token_hash,
+        email: None,
+        session_id: None,
+        now_ms,
+        expires_at_ms,
+    };
+    tokens::create(db, &token, Some(audit)).await
 }
-
-const SELECT_VALID_TOKEN_USER: &str = "SELECT r.user_id FROM password_resets r \
-     JOIN users u ON u.id = r.user_id \
-     WHERE r.token_hash = $1 AND r.used_at_ms IS NULL AND r.expires_at_ms > $2 \
-       AND u.status = 'active' AND u.deleted_at_ms IS NULL";
 
 /// The user of the token whose hash is `token_hash` while [`confirm`] would accept it
 /// (unused, `expires_at_ms > now_ms`, user active and not deleted); `None` otherwise.
 /// Reads only: the caller checks the new password before using the token up.
 pub async fn peek(db: &Db, token_hash: &str, now_ms: i64) -> Result<Option<Uuid>> {
-    let user: Option<DbUuid> = with_pool!(db, pool => {
-        sqlx::query_scalar(SELECT_VALID_TOKEN_USER)
-            .bind(token_hash)
-            .bind(now_ms)
-            .fetch_optional(pool)
-            .await
-    })
-    .db_context("reading a password-reset token")?;
-    Ok(user.map(Uuid::from))
+    Ok(tokens::peek(db, Purpose::PasswordReset, token_hash, now_ms)
+        .await?
+        .map(|token| token.user_id))
 }
-
-// The winner test: changes the row for exactly one of any number of concurrent callers.
-const CLAIM_TOKEN: &str = "UPDATE password_resets SET used_at_ms = $2 \
-     WHERE token_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 \
-       AND EXISTS (SELECT 1 FROM users u WHERE u.id = password_resets.user_id \
-                   AND u.status = 'active' AND u.deleted_at_ms IS NULL) \
-     RETURNING user_id";
 
 const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2, updated_at_ms = $3 \
      WHERE id = $1 AND deleted_at_ms IS NULL RETURNING email_normalized";
@@ -126,15 +89,8 @@ pub async fn confirm(
     audit: &NewAuditEvent,
 ) -> Result<Option<(Uuid, Vec<Uuid>)>> {
     let mut tx = db.begin().await?;
-    let claimed: Option<DbUuid> = with_tx!(&mut tx, conn => {
-        sqlx::query_scalar(CLAIM_TOKEN)
-            .bind(token_hash)
-            .bind(now_ms)
-            .fetch_optional(&mut *conn)
-            .await
-    })
-    .db_context("using a password-reset token")?;
-    let Some(DbUuid(user_id)) = claimed else {
+    let claimed = tokens::claim_in(&mut tx, Purpose::PasswordReset, token_hash, now_ms).await?;
+    let Some(ValidToken { user_id, .. }) = claimed else {
         tx.rollback().await?;
         return Ok(None);
     };

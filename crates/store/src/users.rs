@@ -49,6 +49,7 @@ struct UserRow {
     display_name: String,
     status: String,
     mfa_enabled: bool,
+    email_verified: bool,
     created_at_ms: i64,
     updated_at_ms: i64,
     /// Comma-separated role names, NULL when the user has none.
@@ -77,6 +78,7 @@ impl TryFrom<UserRow> for User {
             status,
             roles,
             mfa_enabled: row.mfa_enabled,
+            email_verified: row.email_verified,
             created_at_ms: row.created_at_ms,
             updated_at_ms: row.updated_at_ms,
         })
@@ -85,8 +87,8 @@ impl TryFrom<UserRow> for User {
 
 const INSERT_USER: &str = "INSERT INTO users \
      (id, email, email_normalized, password_hash, display_name, status, mfa_enabled, \
-      created_at_ms, updated_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6)";
+      email_verified, created_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $7, $6, $6)";
 
 const GRANT_ROLE: &str = "INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)";
 
@@ -95,7 +97,7 @@ const GRANT_ROLE: &str = "INSERT INTO user_roles (user_id, role_id) VALUES ($1, 
 /// `Conflict("email already registered")`, and nothing is written.
 pub async fn create(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Result<User> {
     let mut tx = db.begin().await?;
-    insert_in(&mut tx, user, &[USER_ROLE_ID]).await?;
+    insert_in(&mut tx, user, &[USER_ROLE_ID], false).await?;
     crate::audit::append(&mut tx, audit, user.now_ms).await?;
     tx.commit().await?;
     Ok(User {
@@ -105,6 +107,7 @@ pub async fn create(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Resul
         status: UserStatus::Active,
         roles: vec!["user".to_owned()],
         mfa_enabled: false,
+        email_verified: false,
         created_at_ms: user.now_ms,
         updated_at_ms: user.now_ms,
     })
@@ -112,8 +115,14 @@ pub async fn create(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Resul
 
 /// Inserts `user` (active) with `roles`, inside the caller's transaction: the one place a
 /// user row is created, so registration and `admin create` share the unique-email rule
-/// (`Conflict("email already registered")`, nothing written).
-async fn insert_in(tx: &mut Tx, user: &NewUser<'_>, roles: &[Uuid]) -> Result<()> {
+/// (`Conflict("email already registered")`, nothing written). `email_verified`: only
+/// `admin create` inserts verified accounts (an operator typed the address; contract §11).
+async fn insert_in(
+    tx: &mut Tx,
+    user: &NewUser<'_>,
+    roles: &[Uuid],
+    email_verified: bool,
+) -> Result<()> {
     with_tx!(tx, conn => {
         sqlx::query(INSERT_USER)
             .bind(DbUuid(user.id))
@@ -122,6 +131,7 @@ async fn insert_in(tx: &mut Tx, user: &NewUser<'_>, roles: &[Uuid]) -> Result<()
             .bind(user.password_hash)
             .bind(user.display_name.as_str())
             .bind(user.now_ms)
+            .bind(email_verified)
             .execute(&mut *conn)
             .await
             .map(|done| done.rows_affected())
@@ -218,12 +228,12 @@ fn credentials_from_row(row: CredentialsRow) -> Result<Credentials> {
 // has `string_agg` only from 3.44, and the `sqlite-unbundled` build may link an older one),
 // PostgreSQL's `string_agg`.
 const SQLITE_SELECT_USER: &str = "SELECT u.id, u.email, u.display_name, u.status, \
-     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.id = $1 AND u.deleted_at_ms IS NULL";
 const POSTGRES_SELECT_USER: &str = "SELECT u.id, u.email, u.display_name, u.status, \
-     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.id = $1 AND u.deleted_at_ms IS NULL";
@@ -257,7 +267,7 @@ async fn get_in(tx: &mut Tx, id: Uuid) -> Result<Option<User>> {
 
 // `/me`: the session's liveness, the user's state and the view in one statement.
 const SQLITE_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_name, \
-     u.status, u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.status, u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -265,7 +275,7 @@ const SQLITE_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_na
        AND s.expires_at_ms > $3 AND u.status = 'active' AND u.deleted_at_ms IS NULL \
        AND u.credential_epoch = s.credential_epoch";
 const POSTGRES_SELECT_USER_FOR_SESSION: &str = "SELECT u.id, u.email, u.display_name, \
-     u.status, u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.status, u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -419,13 +429,13 @@ pub(crate) async fn view_in(tx: &mut Tx, id: Uuid) -> Result<Option<User>> {
 // order alike on both backends: PostgreSQL compares the bytes, SQLite the lower-case
 // hyphenated text, whose order is the bytes' order.
 const SQLITE_LIST_USERS: &str = "SELECT u.id, u.email, u.display_name, u.status, \
-     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.deleted_at_ms IS NULL AND ($1 IS NULL OR u.id > $1) \
      ORDER BY u.id LIMIT $2";
 const POSTGRES_LIST_USERS: &str = "SELECT u.id, u.email, u.display_name, u.status, \
-     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.deleted_at_ms IS NULL AND ($1 IS NULL OR u.id > $1) \
@@ -540,12 +550,12 @@ pub async fn soft_delete(
 }
 
 const SQLITE_SELECT_USER_BY_EMAIL: &str = "SELECT u.id, u.email, u.display_name, u.status, \
-     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.email_normalized = $1 AND u.deleted_at_ms IS NULL";
 const POSTGRES_SELECT_USER_BY_EMAIL: &str = "SELECT u.id, u.email, u.display_name, u.status, \
-     u.mfa_enabled, u.created_at_ms, u.updated_at_ms, \
+     u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.email_normalized = $1 AND u.deleted_at_ms IS NULL";
@@ -566,14 +576,14 @@ pub async fn find_by_email(db: &Db, email_normalized: &str) -> Result<Option<Use
     row.map(User::try_from).transpose()
 }
 
-/// `rampart admin create` for a new account, in one transaction: registers `user` with
-/// the roles `user` and `admin` and appends `audit` (actor and target: the new user). It
+/// `rampart admin create` for a new account, in one transaction: registers `user`, email
+/// verified, with the roles `user` and `admin` and appends `audit` (actor and target: the new user). It
 /// is one `INSERT` that the unique email decides, so of concurrent runs for one address
 /// exactly one creates; an email held by any row (deleted and disabled ones included) is
 /// `Conflict("email already registered")` and nothing is written. Never promotes.
 pub async fn create_admin(db: &Db, user: &NewUser<'_>, audit: &NewAuditEvent) -> Result<User> {
     let mut tx = db.begin().await?;
-    insert_in(&mut tx, user, &[USER_ROLE_ID, ADMIN_ROLE_ID]).await?;
+    insert_in(&mut tx, user, &[USER_ROLE_ID, ADMIN_ROLE_ID], true).await?;
     let view = get_in(&mut tx, user.id).await?.ok_or(Error::NotFound)?;
     let event = audit
         .clone()

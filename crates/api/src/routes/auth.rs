@@ -122,6 +122,20 @@ pub struct SessionResponse {
     current: bool,
 }
 
+impl SessionResponse {
+    /// `session` as its user sees it; `current` when it is `current_session`.
+    pub(crate) fn of(session: rampart_core::users::Session, current_session: Uuid) -> Self {
+        Self {
+            current: session.id == current_session,
+            id: session.id,
+            created_at: crate::routes::rfc3339(session.created_at_ms),
+            last_used_at: crate::routes::rfc3339(session.last_used_at_ms),
+            ip_address: session.ip_address,
+            user_agent: session.user_agent,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SessionsResponse {
     items: Vec<SessionResponse>,
@@ -281,14 +295,7 @@ async fn list_sessions(
         rampart_store::sessions::list_live(&state.db, user.user_id, state.clock.now_ms()).await?;
     let items = sessions
         .into_iter()
-        .map(|s| SessionResponse {
-            current: s.id == user.session_id,
-            id: s.id,
-            created_at: crate::routes::rfc3339(s.created_at_ms),
-            last_used_at: crate::routes::rfc3339(s.last_used_at_ms),
-            ip_address: s.ip_address,
-            user_agent: s.user_agent,
-        })
+        .map(|s| SessionResponse::of(s, user.session_id))
         .collect();
     Ok(axum::Json(SessionsResponse { items }))
 }

@@ -61,6 +61,8 @@ pub struct UserResponse {
     status: &'static str,
     roles: Vec<String>,
     mfa_enabled: bool,
+    /// The owner proved the address by a mailed link (contract §11).
+    email_verified: bool,
     created_at: String,
     updated_at: String,
 }
@@ -74,6 +76,7 @@ impl From<&User> for UserResponse {
             status: user.status.as_str(),
             roles: user.roles.clone(),
             mfa_enabled: user.mfa_enabled,
+            email_verified: user.email_verified,
             created_at: rfc3339(user.created_at_ms),
             updated_at: rfc3339(user.updated_at_ms),
         }

@@ -59,7 +59,7 @@ pub async fn register(
         .event("auth.register", Outcome::Success)
         .with_actor(id)
         .with_target("user", id.to_string());
-    users::create(
+    let user = users::create(
         &state.db,
         &NewUser {
             id,
@@ -70,7 +70,10 @@ pub async fn register(
         },
         &event,
     )
-    .await
+    .await?;
+    // After the commit, in the background: a failed send never fails the registration.
+    crate::services::lifecycle::mail_verification_later(state, &user);
+    Ok(user)
 }
 
 /// What the password step of a login leads to.

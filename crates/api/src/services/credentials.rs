@@ -310,7 +310,9 @@ pub(crate) async fn issue_mfa_challenge(
 /// Completes a login: a session at `credential_epoch` (the epoch read before the password
 /// or code was checked), its first refresh token and access token. The attempt's counter
 /// resets in the same transaction. 401 `invalid_credentials`, with nothing written, when
-/// the user's credentials changed (or the user was disabled or deleted) since that read.
+/// the user's credentials changed (or the user was disabled or deleted) since that read;
+/// 403 `email_unverified`, with nothing written, when `RAMPART_REQUIRE_VERIFIED_EMAIL` is
+/// on and the account's email is not verified.
 pub(crate) async fn start_session(
     state: &AppState,
     meta: &RequestMeta,
@@ -326,6 +328,18 @@ pub(crate) async fn start_session(
     let refresh_expires = now_ms
         .saturating_add(ms(state.config.refresh_token_ttl))
         .min(session_end);
+    if state.config.require_verified_email {
+        // Contract §11: only after the password (and second factor) were right, so the
+        // answer reveals nothing more than a successful login would; no tokens. The slot
+        // goes back: a right password is not a failure, nor a completed login.
+        let verified = users::get(&state.db, user_id)
+            .await?
+            .is_some_and(|user| user.email_verified);
+        if !verified {
+            attempt.release(state).await?;
+            return Err(Error::EmailUnverified);
+        }
+    }
     let event = meta
         .event("auth.login_succeeded", Outcome::Success)
         .with_actor(user_id)

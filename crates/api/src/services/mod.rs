@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod credentials;
+pub mod lifecycle;
 pub mod meta;
 pub mod mfa;
 pub mod password_reset;

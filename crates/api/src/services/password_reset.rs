@@ -12,6 +12,7 @@
 //!   email's lockout, and never removes MFA.
 
 use rampart_core::audit::Outcome;
+use rampart_core::mail::Template;
 use rampart_core::users::{Email, UserStatus, normalize_email};
 use rampart_core::{Error, Result, tokens};
 use rampart_store::mail::Message;
@@ -79,22 +80,16 @@ async fn send_reset(state: &AppState, meta: &RequestMeta, email: &str) -> Result
         &event,
     )
     .await?;
-    let link = format!(
-        "{}/reset-password?token={token}",
-        state.config.public_url.trim_end_matches('/')
-    );
-    let minutes = state.config.password_reset_ttl.as_secs() / 60;
+    let rendered = Template::PasswordReset {
+        token: &token,
+        ttl: state.config.password_reset_ttl,
+    }
+    .render(&state.config.public_url);
     let message = Message {
         to: user.email.clone(),
-        subject: "Reset your password".to_owned(),
-        // CRLF line endings: mail is CRLF on the wire, and it keeps the body 8bit (the
-        // link readable) rather than quoted-printable.
-        text: format!(
-            "Someone asked to reset the password of your account.\r\n\r\n\
-             To choose a new password, open this link within {minutes} minutes:\r\n\r\n\
-             {link}\r\n\r\n\
-             If this was not you, ignore this message: your password stays as it is.\r\n"
-        ),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: Some(rendered.html),
     };
     // Sent after the transaction committed; a failure is logged, never shown to the client.
     state.mailer.send(&message).await.map_err(Error::Internal)

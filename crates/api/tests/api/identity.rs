@@ -243,6 +243,7 @@ async fn register_returns_the_user_view(backend: Backend) {
             "createdAt",
             "displayName",
             "email",
+            "emailVerified",
             "id",
             "mfaEnabled",
             "roles",

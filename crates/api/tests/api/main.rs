@@ -10,6 +10,7 @@ mod bookmarks;
 mod credentials;
 mod edges;
 mod identity;
+mod lifecycle;
 mod mfa;
 mod notes;
 mod openapi;

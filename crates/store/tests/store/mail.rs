@@ -17,6 +17,7 @@ fn reset_message() -> Message {
         subject: "Reset your password".into(),
         text: "Open this link:\n\nhttps://app.example/reset-password?token=abc_DEF-123\n\nBye.\n"
             .into(),
+        html: None,
     }
 }
 
@@ -136,6 +137,7 @@ async fn outbox_encodes_unicode_and_overlong_lines_safely() {
             to: "ada@example.org".into(),
             subject: "Grüße".into(),
             text: "Grüße\n".into(),
+            html: None,
         })
         .await
         .unwrap();
@@ -160,6 +162,7 @@ async fn outbox_encodes_unicode_and_overlong_lines_safely() {
             to: "ada@example.org".into(),
             subject: "Long".into(),
             text: long.clone(),
+            html: None,
         })
         .await
         .unwrap();

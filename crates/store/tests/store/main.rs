@@ -18,5 +18,6 @@ mod rbac;
 mod redis;
 mod resets;
 mod sessions;
+mod tokens;
 mod users;
 mod users_admin;

@@ -45,7 +45,7 @@ const NOW: i64 = T0 + 40 * DAY_MS;
 const SESSION_ROWS: &str = "SELECT COUNT(*) FROM sessions WHERE id = $1";
 const TOKEN_ROWS: &str = "SELECT COUNT(*) FROM refresh_tokens WHERE token_hash = $1";
 const CHALLENGE_ROWS: &str = "SELECT COUNT(*) FROM mfa_challenges WHERE id = $1";
-const RESET_ROWS: &str = "SELECT COUNT(*) FROM password_resets WHERE id = $1";
+const RESET_ROWS: &str = "SELECT COUNT(*) FROM user_tokens WHERE id = $1";
 const LOCKOUT_ROWS: &str = "SELECT COUNT(*) FROM lockouts WHERE key = $1";
 const AUDIT_ROWS: &str = "SELECT COUNT(*) FROM audit_events";
 

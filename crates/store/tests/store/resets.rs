@@ -94,7 +94,7 @@ async fn create_supersedes_older_tokens(db: Db) {
     assert_eq!(
         i64s_by_text(
             &db,
-            "SELECT used_at_ms FROM password_resets WHERE token_hash = $1",
+            "SELECT used_at_ms FROM user_tokens WHERE token_hash = $1",
             "r-1"
         )
         .await,
@@ -298,7 +298,7 @@ async fn invalid_tokens_write_nothing(db: Db) {
     assert_eq!(
         i64s_by_text(
             &db,
-            "SELECT used_at_ms FROM password_resets WHERE token_hash = $1",
+            "SELECT used_at_ms FROM user_tokens WHERE token_hash = $1",
             "r-exp"
         )
         .await,
@@ -371,7 +371,7 @@ async fn change_password_invalidates_outstanding_tokens(db: Db) {
     assert_eq!(
         i64s_by_text(
             &db,
-            "SELECT used_at_ms FROM password_resets WHERE token_hash = $1",
+            "SELECT used_at_ms FROM user_tokens WHERE token_hash = $1",
             "r-mine"
         )
         .await,

@@ -226,6 +226,7 @@ async fn create_then_get_round_trips(db: Db) {
         status: UserStatus::Active,
         roles: vec!["user".into()],
         mfa_enabled: false,
+        email_verified: false,
         created_at_ms: T0,
         updated_at_ms: T0,
     };
