@@ -45,6 +45,7 @@ class Console:
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("dialog", lambda d: d.accept())
+        OPEN.append(self)
 
     def _console(self, msg):
         text = msg.text
@@ -109,6 +110,7 @@ class Console:
 
 
 SHOTS = []
+OPEN = []
 
 
 def fresh_email(tag):
@@ -217,8 +219,9 @@ def flow_sign_up_totp_reset(browser, args):
     totp = pyotp.TOTP(secret)
     enabled_at = time.time()
     page.get_by_label("Code from the app").fill(totp.at(enabled_at))
-    page.get_by_label("Password").fill(PASSWORD)
+    page.locator("input[name=password]").fill(PASSWORD)
     page.get_by_role("button", name="Turn on two-factor").click()
+    expect(page.get_by_test_id("recovery-codes").locator("code")).to_have_count(10)
     codes = page.get_by_test_id("recovery-codes").locator("code").all_inner_texts()
     assert len(codes) == 10 and all(re.fullmatch(r"[a-z2-7]{5}-[a-z2-7]{5}", x) for x in codes), codes
     c.check("16-mfa-recovery-codes")
@@ -243,13 +246,13 @@ def flow_sign_up_totp_reset(browser, args):
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
     assert "token" not in page.url, f"the token stayed in the address bar: {page.url}"
     c.check("18-reset-password")
-    page.get_by_label("New password").fill(NEW_PASSWORD)
+    page.locator("input[name=newPassword]").fill(NEW_PASSWORD)
     page.get_by_role("button", name="Set new password").click()
     expect(page.get_by_role("status").first).to_contain_text("password has been changed")
     # The link works once.
     page.goto(local)
     c.ready()
-    page.get_by_label("New password").fill(NEW_PASSWORD + " again")
+    page.locator("input[name=newPassword]").fill(NEW_PASSWORD + " again")
     page.get_by_role("button", name="Set new password").click()
     expect(page.get_by_role("alert").first).to_contain_text("expired or was already used")
 
@@ -349,7 +352,16 @@ def main():
         try:
             for flow in flows:
                 started = time.time()
-                flow(browser, args)
+                try:
+                    flow(browser, args)
+                except Exception:
+                    for c in OPEN:
+                        try:
+                            c.page.screenshot(path=os.path.join(args.shots, f"FAILED-{flow.__name__}-{c.name}.png"), full_page=True)
+                        except Exception:
+                            pass
+                    raise
+                OPEN.clear()
                 print(f"ok   {flow.__name__} ({time.time() - started:.1f} s)", flush=True)
         finally:
             browser.close()
