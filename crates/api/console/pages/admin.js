@@ -205,13 +205,15 @@ export async function audit(root, query, app) {
   const next = new URLSearchParams();
   for (const k of FILTERS) if (query.get(k)) next.set(k, query.get(k));
   if (page.nextCursor) next.set("cursor", page.nextCursor);
-  list.replaceChildren(
+  list.replaceChildren(...[
     page.items.length ? h("div", { class: "table-wrap" }, table) : h("p", {}, "No events match."),
-    page.nextCursor ? h("div", { class: "actions" }, h("a", { class: "button secondary", href: `#/admin/audit?${next}` }, "Older events")) : null);
+    page.nextCursor ? h("div", { class: "actions" }, h("a", { class: "button secondary", href: `#/admin/audit?${next}` }, "Older events")) : null,
+  ].filter(Boolean));
 }
 
 function short(value) {
-  return String(value).length > 13 ? `${String(value).slice(0, 8)}…` : String(value);
+  // UUIDv7s share their leading (time) digits; the tail tells them apart.
+  return String(value).length > 13 ? `…${String(value).slice(-8)}` : String(value);
 }
 
 function toLocalInput(iso) {
