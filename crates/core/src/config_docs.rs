@@ -4,7 +4,7 @@
 //! differs from what this renders, so the reference cannot drift from the code.
 //! Regenerate it with `RAMPART_WRITE_CONFIG_DOCS=1 cargo test -p rampart-core config_docs`.
 
-use crate::config::{known_variables, secret_variables};
+use crate::config::secret_variables;
 
 /// One variable: its name, its default as text, and what it does.
 pub struct VarDoc {
@@ -331,6 +331,7 @@ pub fn render_markdown() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::known_variables;
 
     #[test]
     fn config_docs_cover_exactly_the_known_variables() {
