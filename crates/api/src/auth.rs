@@ -287,12 +287,18 @@ pub fn refresh_token_from(headers: &HeaderMap, secure: bool) -> Result<String, E
 }
 
 /// Cookie-authenticated routes refuse cross-site requests (contract §4): an `Origin` that
-/// is present and not allowlisted, or `Sec-Fetch-Site: cross-site`.
-pub fn check_same_site(headers: &HeaderMap, allowed_origins: &[String]) -> Result<(), Error> {
+/// is present and neither allowlisted nor the origin of `RAMPART_PUBLIC_URL` (where the
+/// console is served from, contract §13), or `Sec-Fetch-Site: cross-site`.
+pub fn check_same_site(
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+    public_url: &str,
+) -> Result<(), Error> {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| allowed_origins.iter().any(|a| a == o));
+        let allowed = origin.to_str().is_ok_and(|o| {
+            allowed_origins.iter().any(|a| a == o)
+                || public_origin(public_url).as_deref() == Some(o)
+        });
         if !allowed {
             return Err(Error::Forbidden);
         }
@@ -305,6 +311,14 @@ pub fn check_same_site(headers: &HeaderMap, allowed_origins: &[String]) -> Resul
         return Err(Error::Forbidden);
     }
     Ok(())
+}
+
+/// The origin (`scheme://host[:port]`) of `RAMPART_PUBLIC_URL`, as a browser sends it in
+/// `Origin`; `None` for a URL without one.
+pub fn public_origin(public_url: &str) -> Option<String> {
+    let url = url::Url::parse(public_url).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 #[cfg(test)]
@@ -388,22 +402,43 @@ mod tests {
     fn same_site() {
         let allowed = vec!["https://app.example".to_owned()];
         let mut h = HeaderMap::new();
-        assert!(check_same_site(&h, &allowed).is_ok());
+        assert!(check_same_site(&h, &allowed, "https://app.example").is_ok());
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://app.example"),
         );
-        assert!(check_same_site(&h, &allowed).is_ok());
+        assert!(check_same_site(&h, &allowed, "https://app.example").is_ok());
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(check_same_site(&h, &allowed).is_err());
+        assert!(check_same_site(&h, &allowed, "https://app.example").is_err());
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(check_same_site(&h, &allowed).is_err());
+        assert!(check_same_site(&h, &allowed, "https://app.example").is_err());
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert!(check_same_site(&h, &allowed).is_ok());
+        assert!(check_same_site(&h, &allowed, "https://app.example").is_ok());
+    }
+
+    /// The console's origin (that of `RAMPART_PUBLIC_URL`) is accepted without being
+    /// allowlisted; its path and a default port do not matter, another port does.
+    #[test]
+    fn same_site_accepts_the_public_url_origin() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(check_same_site(&h, &[], "http://127.0.0.1:8080/base/").is_ok());
+        assert!(check_same_site(&h, &[], "http://127.0.0.1:8081").is_err());
+        assert!(check_same_site(&h, &[], "not a url").is_err());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
+        assert!(check_same_site(&h, &[], "https://app.example:443/x").is_ok());
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(check_same_site(&h, &[], "https://app.example").is_err());
     }
 
     mod props {

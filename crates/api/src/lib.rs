@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod console;
 pub mod extract;
 pub mod invalidation;
 pub mod jobs;
@@ -123,6 +124,12 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
             table.declare(method, path, routing::Policy::Public);
         }
         router = router.merge(routing::guard_router(docs));
+    }
+    if config.console {
+        for (method, path) in console::ROUTES {
+            table.declare(method, path, console::POLICY);
+        }
+        router = router.merge(routing::guard_router(console::router()));
     }
     let undeclared = table.undeclared(&policies::served_routes(&router)?);
     if !undeclared.is_empty() {

@@ -97,6 +97,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub docs: bool,
+    /// Serve the web console at `/console/` (`RAMPART_CONSOLE`, contract §13).
+    pub console: bool,
     pub jwt_keys_dir: PathBuf,
     pub jwt_alg: JwtAlg,
     pub jwt_issuer: String,
@@ -163,6 +165,7 @@ const KNOWN: &[&str] = &[
     "RAMPART_REQUEST_TIMEOUT",
     "RAMPART_SHUTDOWN_TIMEOUT",
     "RAMPART_DOCS",
+    "RAMPART_CONSOLE",
     "RAMPART_JWT_KEYS_DIR",
     "RAMPART_JWT_ALG",
     "RAMPART_JWT_ISSUER",
@@ -203,6 +206,16 @@ const SECRET: &[&str] = &[
     "RAMPART_DATA_KEYS_OLD",
     "RAMPART_SMTP_URL",
 ];
+
+/// Every variable Rampart reads (what `docs/configuration.md` must document).
+pub fn known_variables() -> &'static [&'static str] {
+    KNOWN
+}
+
+/// The variables whose values are secrets.
+pub fn secret_variables() -> &'static [&'static str] {
+    SECRET
+}
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/rampart.db";
 
@@ -511,6 +524,7 @@ impl Config {
             Duration::from_secs(600),
         );
         let docs = p.bool("RAMPART_DOCS", env == Environment::Development);
+        let console = p.bool("RAMPART_CONSOLE", true);
         let jwt_keys_dir = PathBuf::from(p.string("RAMPART_JWT_KEYS_DIR", "./data/keys"));
         let jwt_alg = p.parsed("RAMPART_JWT_ALG", JwtAlg::Rs256, |raw| {
             JwtAlg::parse(raw).ok_or_else(|| "must be RS256 or EdDSA".to_owned())
@@ -644,6 +658,7 @@ impl Config {
                 request_timeout,
                 shutdown_timeout,
                 docs,
+                console,
                 jwt_keys_dir,
                 jwt_alg,
                 jwt_issuer,

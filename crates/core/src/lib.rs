@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod config_docs;
 pub mod crypto;
 pub mod error;
 pub mod fields;

@@ -433,17 +433,31 @@ const SQLITE_LIST_USERS: &str = "SELECT u.id, u.email, u.display_name, u.status,
      (SELECT group_concat(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.deleted_at_ms IS NULL AND ($1 IS NULL OR u.id > $1) \
+       AND ($3 IS NULL OR instr(lower(u.email), $3) > 0) \
      ORDER BY u.id LIMIT $2";
 const POSTGRES_LIST_USERS: &str = "SELECT u.id, u.email, u.display_name, u.status, \
      u.mfa_enabled, u.email_verified, u.created_at_ms, u.updated_at_ms, \
      (SELECT string_agg(r.name, ',') FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
       WHERE ur.user_id = u.id) AS roles \
      FROM users u WHERE u.deleted_at_ms IS NULL AND ($1 IS NULL OR u.id > $1) \
+       AND ($3 IS NULL OR strpos(lower(u.email), $3) > 0) \
      ORDER BY u.id LIMIT $2";
 
 /// At most `limit` non-deleted users in id order, after the id `after` when given (pass
 /// the last id of a page to get the next one).
 pub async fn list(db: &Db, limit: u32, after: Option<Uuid>) -> Result<Vec<User>> {
+    list_matching(db, None, limit, after).await
+}
+
+/// [`list`], only users whose email contains `email_part` (compared in lower case; a
+/// plain substring, no wildcards).
+pub async fn list_matching(
+    db: &Db,
+    email_part: Option<&str>,
+    limit: u32,
+    after: Option<Uuid>,
+) -> Result<Vec<User>> {
+    let needle = email_part.map(str::to_lowercase);
     let sql = match db.backend() {
         Backend::Sqlite => SQLITE_LIST_USERS,
         Backend::Postgres => POSTGRES_LIST_USERS,
@@ -452,6 +466,7 @@ pub async fn list(db: &Db, limit: u32, after: Option<Uuid>) -> Result<Vec<User>>
         sqlx::query_as(sql)
             .bind(after.map(DbUuid))
             .bind(i64::from(limit))
+            .bind(needle.as_deref())
             .fetch_all(pool)
             .await
     })

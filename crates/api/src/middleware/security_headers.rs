@@ -1,6 +1,6 @@
 //! Security headers on every response (contract §2). JSON responses get a CSP that allows
 //! nothing; the Swagger UI pages under `/docs` get one that allows their own scripts and
-//! styles only. `Cache-Control: no-store` and `Vary: Origin` on everything under `/api/v1`.
+//! styles only; the console under `/console` gets contract §13's. `Cache-Control: no-store` and `Vary: Origin` on everything under `/api/v1`.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
@@ -23,6 +23,7 @@ pub async fn layer(
 ) -> Response {
     let path = req.uri().path();
     let docs = path == "/docs" || path.starts_with("/docs/");
+    let console = path == "/console" || path.starts_with("/console/");
     let api = path == "/api/v1" || path.starts_with("/api/v1/");
     let mut response = next.run(req).await;
     let h = response.headers_mut();
@@ -35,7 +36,13 @@ pub async fn layer(
     set(
         h,
         header::CONTENT_SECURITY_POLICY,
-        if docs { DOCS_CSP } else { API_CSP },
+        if docs {
+            DOCS_CSP
+        } else if console {
+            crate::console::CSP
+        } else {
+            API_CSP
+        },
     );
     set(
         h,

@@ -2,7 +2,7 @@
 //! changes or deletes a record, and the database refuses to.
 
 use axum::extract::State;
-use rampart_core::audit::AuditRecord;
+use rampart_core::audit::{AuditRecord, VerifyOutcome};
 use rampart_core::{Error, FieldError};
 use rampart_store::audit::AuditFilter;
 use serde::{Deserialize, Serialize};
@@ -19,10 +19,65 @@ use crate::routing::{Policy, route};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(route(
-        Policy::Permission("audit:read"),
-        routes!(list_events),
-    ))
+    OpenApiRouter::new()
+        .routes(route(
+            Policy::Permission("audit:read"),
+            routes!(list_events),
+        ))
+        .routes(route(
+            Policy::Permission("audit:read"),
+            routes!(verify_chain),
+        ))
+}
+
+/// The state of the audit hash chain (contract §13), as `rampart audit verify` reports it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainState {
+    /// Every record from the first to the newest verified.
+    intact: bool,
+    /// Records verified: all of them when intact, else those before the broken one.
+    count: u64,
+    /// The first record at which the chain does not hold; `null` when intact.
+    broken_at: Option<BrokenRecord>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokenRecord {
+    id: Uuid,
+    seq: i64,
+    /// What does not hold there (a gap, an altered record, a wrong link).
+    reason: String,
+}
+
+impl From<VerifyOutcome> for ChainState {
+    fn from(outcome: VerifyOutcome) -> Self {
+        match outcome {
+            VerifyOutcome::Intact { count } => Self {
+                intact: true,
+                count,
+                broken_at: None,
+            },
+            VerifyOutcome::Broken { seq, id, reason } => Self {
+                intact: false,
+                // `seq` starts at 1 and the walk stops at the first break.
+                count: u64::try_from(seq.saturating_sub(1)).unwrap_or(0),
+                broken_at: Some(BrokenRecord { id, seq, reason }),
+            },
+        }
+    }
+}
+
+/// Verifies the whole audit hash chain, oldest record first.
+///
+/// The walk reads every record, so its cost grows with the trail; it is meant for the
+/// console's audit page and for monitoring, not for every request.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The chain's state", body = ChainState)))]
+async fn verify_chain(State(state): State<AppState>) -> Result<axum::Json<ChainState>, ApiError> {
+    let outcome = rampart_store::audit::verify(&state.db).await?;
+    Ok(axum::Json(outcome.into()))
 }
 
 #[derive(Deserialize, ToSchema, utoipa::IntoParams)]

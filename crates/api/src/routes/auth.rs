@@ -229,7 +229,11 @@ async fn refresh(
     meta: RequestMeta,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    auth::check_same_site(&headers, &state.config.allowed_origins)?;
+    auth::check_same_site(
+        &headers,
+        &state.config.allowed_origins,
+        &state.config.public_url,
+    )?;
     let token = auth::refresh_token_from(&headers, state.config.cookie_secure)?;
     match service::refresh(&state, &meta, &token).await {
         Ok(outcome) => Ok(login_response(&state, outcome)),
@@ -257,7 +261,11 @@ async fn logout(
     match user {
         Some(user) => service::logout(&state, &meta, user).await?,
         None => {
-            auth::check_same_site(&headers, &state.config.allowed_origins)?;
+            auth::check_same_site(
+                &headers,
+                &state.config.allowed_origins,
+                &state.config.public_url,
+            )?;
             let token = auth::refresh_token_from(&headers, state.config.cookie_secure)?;
             service::logout_by_refresh(&state, &meta, &token).await?;
         }

@@ -25,6 +25,7 @@ use crate::state::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(route(Policy::Authenticated, routes!(get_me, update_me)))
+        .routes(route(Policy::Authenticated, routes!(my_permissions)))
         .routes(route(Policy::Permission("users:read"), routes!(list_users)))
         .routes(route(Policy::Permission("users:read"), routes!(get_user)))
         .routes(route(
@@ -115,6 +116,27 @@ async fn get_me(
     Ok(axum::Json(UserResponse::from(&user)))
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionNames {
+    /// `feature:action` names, sorted.
+    items: Vec<String>,
+}
+
+/// The permissions the caller's roles grant now (what a client such as the console needs
+/// to decide which administration pages to offer; every route still checks its own).
+#[utoipa::path(get, path = "/api/v1/users/me/permissions", tag = "users",
+    responses((status = 200, description = "The caller's permissions", body = PermissionNames)))]
+async fn my_permissions(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<axum::Json<PermissionNames>, ApiError> {
+    let permissions = state.permissions.get(user.user_id).await?;
+    Ok(axum::Json(PermissionNames {
+        items: permissions.iter().cloned().collect(),
+    }))
+}
+
 /// Change the caller's display name.
 #[utoipa::path(patch, path = "/api/v1/users/me", tag = "users",
     request_body = UpdateMeRequest,
@@ -166,17 +188,41 @@ pub struct SetRolesRequest {
     roles: Vec<String>,
 }
 
-/// List users (not deleted), oldest first.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageQuery),
-    responses((status = 200, description = "A page of users", body = UserPage), (status = 400, description = "Bad limit, cursor or parameter")))]
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UserListQuery {
+    /// Only users whose email contains this text (case-insensitive; 1–254 characters).
+    #[param(min_length = 1, max_length = 254)]
+    email: Option<String>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// Opaque; from a previous page's `nextCursor`.
+    cursor: Option<String>,
+}
+
+/// List users (not deleted), oldest first; `email` searches by part of the address.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserListQuery),
+    responses((status = 200, description = "A page of users", body = UserPage), (status = 400, description = "Bad limit, cursor, email or parameter")))]
 async fn list_users(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<UserListQuery>,
 ) -> Result<axum::Json<UserPage>, ApiError> {
-    let (limit, cursor) = q.parts();
-    let limit = pagination::limit(limit)?;
-    let after = pagination::decode_uuid("users", cursor)?;
-    let users = rampart_store::users::list(&state.db, limit, after).await?;
+    if q.email
+        .as_ref()
+        .is_some_and(|e| e.is_empty() || e.chars().count() > 254 || e.chars().any(char::is_control))
+    {
+        return Err(Error::Validation(vec![rampart_core::FieldError::new(
+            "query.email",
+            "must be 1-254 characters without control characters",
+        )])
+        .into());
+    }
+    let limit = pagination::limit(q.limit)?;
+    let after = pagination::decode_uuid("users", q.cursor.as_deref())?;
+    let users =
+        rampart_store::users::list_matching(&state.db, q.email.as_deref(), limit, after).await?;
     let next_cursor = pagination::next(&users, limit, "users", |u| u.id.to_string());
     Ok(axum::Json(UserPage {
         items: users.iter().map(UserResponse::from).collect(),

@@ -64,6 +64,8 @@ const POLICIES: &[(&str, &str, &str)] = &[
         "permission:roles:write",
     ),
     ("GET", "/api/v1/audit/events", "permission:audit:read"),
+    ("GET", "/api/v1/audit/verify", "permission:audit:read"),
+    ("GET", "/api/v1/users/me/permissions", "authenticated"),
 ];
 
 impl TestApp {

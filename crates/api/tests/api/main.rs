@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod authz;
 mod bookmarks;
+mod console;
 mod credentials;
 mod edges;
 mod identity;

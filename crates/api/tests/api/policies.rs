@@ -126,7 +126,8 @@ async fn a_permission_outside_the_catalogue_refuses_to_build() {
     app.finish().await;
 }
 
-/// What the application serves is exactly what its document declares, plus Swagger UI.
+/// What the application serves is exactly what its document declares, plus Swagger UI and
+/// the console.
 async fn every_served_route_declares_a_policy(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
@@ -139,6 +140,10 @@ async fn every_served_route_declares_a_policy(backend: Backend) {
     }
     for path in ["/openapi.json", "/docs", "/docs/", "/docs/{*rest}"] {
         declared.push(("GET".to_owned(), path.to_owned()));
+    }
+    // The web console (contract §13): static pages and the mailed links' redirects.
+    for (method, path) in rampart_api::console::ROUTES {
+        declared.push((method.to_owned(), path.to_owned()));
     }
     declared.sort();
     let router = rampart_api::build_router(app.state.clone(), OpenApiRouter::new()).unwrap();
