@@ -267,6 +267,16 @@ pub const SECTIONS: &[(&str, &[VarDoc])] = &[
                 "`30m`",
                 "Lifetime of a password-reset link.",
             ),
+            v(
+                "RAMPART_EMAIL_TOKEN_TTL",
+                "`24h`",
+                "Lifetime of an email verification or email change link (at most 30 days).",
+            ),
+            v(
+                "RAMPART_REQUIRE_VERIFIED_EMAIL",
+                "`false`",
+                "When `true`, the right password (and second factor) of an account whose email is not verified gets 403 `email_unverified` and no tokens; a wrong password stays 401.",
+            ),
         ],
     ),
     (
