@@ -557,6 +557,11 @@ pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// under contention.
 pub const HASH_THREAD_NICE_OFFSET: i32 = 10;
 
+/// Gauge: hash jobs waiting for a thread (contract §12).
+pub const HASH_QUEUE_DEPTH: &str = "rampart_hash_queue_depth";
+/// Counter: hash jobs refused at capacity, each a 503 (contract §12).
+pub const HASH_REJECTED: &str = "rampart_hash_rejected_total";
+
 /// Runs hashing and verification on dedicated OS threads (`rampart-hash-N`, at a lower
 /// scheduling priority than request handling) fed by a bounded queue, so that password
 /// work never blocks the async runtime and a login flood is refused (503) instead of
@@ -705,7 +710,8 @@ impl HashPool {
     /// capacity.
     pub async fn hash(&self, password: String) -> Result<String> {
         let password = Zeroizing::new(password);
-        self.run(move |worker| worker.hash(&password)).await?
+        self.run("hash", move |worker| worker.hash(&password))
+            .await?
     }
 
     /// [`PasswordHasher::verify`] on the pool; with no stored hash (`None`), runs
@@ -713,7 +719,7 @@ impl HashPool {
     /// `Error::Unavailable` when the pool is at capacity.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<Verification> {
         let password = Zeroizing::new(password);
-        self.run(move |worker| match phc {
+        self.run("verify", move |worker| match phc {
             Some(phc) => worker.verify(&password, &phc),
             None => {
                 worker.verify_dummy(&password);
@@ -723,14 +729,36 @@ impl HashPool {
         .await
     }
 
+    /// Runs `work` on the pool in a `password.hash` span (DEBUG, target `rampart::trace`:
+    /// off unless traces are exported) naming the `operation` only.
     async fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T> {
-        let answer = self.submit(work)?;
-        answer
-            .await
-            .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+        use tracing::Instrument;
+        let span = tracing::debug_span!(target: "rampart::trace", "password.hash", operation);
+        async {
+            let answer = self.submit(work)?;
+            answer
+                .await
+                .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Jobs waiting for a thread (admitted, not yet running).
+    pub fn waiting(&self) -> usize {
+        self.load
+            .in_pool
+            .load(Ordering::Acquire)
+            .saturating_sub(self.load.workers)
+    }
+
+    /// Sets [`HASH_QUEUE_DEPTH`] to [`Self::waiting`].
+    pub fn record_metrics(&self) {
+        metrics::gauge!(HASH_QUEUE_DEPTH).set(self.waiting() as f64);
     }
 
     /// Whether a job submitted now would be admitted (room in the queue, and an expected
@@ -789,6 +817,7 @@ impl HashPool {
 }
 
 fn at_capacity() -> Error {
+    metrics::counter!(HASH_REJECTED).increment(1);
     Error::Unavailable("password hashing is at capacity")
 }
 
