@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::anyhow;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -557,6 +558,12 @@ pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// under contention.
 pub const HASH_THREAD_NICE_OFFSET: i32 = 10;
 
+/// The `password.hash` span around a pool job (DEBUG, target `rampart::trace`: off unless
+/// traces are exported), naming the `operation` (`hash` or `verify`) only.
+fn hash_span(operation: &'static str) -> tracing::Span {
+    tracing::debug_span!(target: "rampart::trace", "password.hash", operation)
+}
+
 /// Gauge: hash jobs waiting for a thread (contract §12).
 pub const HASH_QUEUE_DEPTH: &str = "rampart_hash_queue_depth";
 /// Counter: hash jobs refused at capacity, each a 503 (contract §12).
@@ -710,7 +717,8 @@ impl HashPool {
     /// capacity.
     pub async fn hash(&self, password: String) -> Result<String> {
         let password = Zeroizing::new(password);
-        self.run("hash", move |worker| worker.hash(&password))
+        self.run(move |worker| worker.hash(&password))
+            .instrument(hash_span("hash"))
             .await?
     }
 
@@ -719,33 +727,25 @@ impl HashPool {
     /// `Error::Unavailable` when the pool is at capacity.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<Verification> {
         let password = Zeroizing::new(password);
-        self.run("verify", move |worker| match phc {
+        self.run(move |worker| match phc {
             Some(phc) => worker.verify(&password, &phc),
             None => {
                 worker.verify_dummy(&password);
                 Verification::Invalid
             }
         })
+        .instrument(hash_span("verify"))
         .await
     }
 
-    /// Runs `work` on the pool in a `password.hash` span (DEBUG, target `rampart::trace`:
-    /// off unless traces are exported) naming the `operation` only.
     async fn run<T: Send + 'static>(
         &self,
-        operation: &'static str,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T> {
-        use tracing::Instrument;
-        let span = tracing::debug_span!(target: "rampart::trace", "password.hash", operation);
-        async {
-            let answer = self.submit(work)?;
-            answer
-                .await
-                .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
-        }
-        .instrument(span)
-        .await
+        let answer = self.submit(work)?;
+        answer
+            .await
+            .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
     }
 
     /// Jobs waiting for a thread (admitted, not yet running).
