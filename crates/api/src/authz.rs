@@ -141,6 +141,7 @@ where
                     return ApiError(e).into_response();
                 }
             }
+            metrics::counter!(crate::telemetry::AUTHZ_DENIED).increment(1);
             return ApiError(Error::Forbidden).into_response();
         }
     }

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod routing;
 pub mod services;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -141,6 +141,9 @@ pub struct Config {
     /// The longest a hash job may wait for a thread (`RAMPART_HASH_QUEUE_WAIT_MS`): a job
     /// expected to wait longer gets 503 at once, one that did is refused unrun.
     pub hash_queue_wait: Duration,
+    /// Where `GET /metrics` (Prometheus text format) is served (`RAMPART_METRICS_BIND`,
+    /// contract §12): its own listener, never the API's. `None`: no metrics.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// Every variable Rampart reads, with its TOML key. Anything else with the prefix is a typo.
@@ -196,6 +199,7 @@ const KNOWN: &[&str] = &[
     "RAMPART_HASH_WORKERS",
     "RAMPART_HASH_QUEUE",
     "RAMPART_HASH_QUEUE_WAIT_MS",
+    "RAMPART_METRICS_BIND",
 ];
 
 /// Variables whose values are secrets: they are never echoed in a problem line.
@@ -635,6 +639,18 @@ impl Config {
         let hash_queue = p.number("RAMPART_HASH_QUEUE", 64usize, 1, 100_000);
         let hash_queue_wait =
             Duration::from_millis(p.number("RAMPART_HASH_QUEUE_WAIT_MS", 1000u64, 1, 60_000));
+        let metrics_bind = src.get("RAMPART_METRICS_BIND").is_some().then(|| {
+            p.parsed("RAMPART_METRICS_BIND", bind, |raw| {
+                raw.parse::<SocketAddr>()
+                    .map_err(|_| "must be an address and port such as 127.0.0.1:9090".to_owned())
+            })
+        });
+        if metrics_bind == Some(bind) && bind.port() != 0 {
+            p.problem(
+                "RAMPART_METRICS_BIND",
+                "must differ from RAMPART_BIND: metrics are never served on the API port",
+            );
+        }
 
         (
             Self {
@@ -689,6 +705,7 @@ impl Config {
                 hash_workers,
                 hash_queue,
                 hash_queue_wait,
+                metrics_bind,
             },
             p.problems,
         )

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::anyhow;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -557,6 +558,17 @@ pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// under contention.
 pub const HASH_THREAD_NICE_OFFSET: i32 = 10;
 
+/// The `password.hash` span around a pool job (DEBUG, target `rampart::trace`: off unless
+/// traces are exported), naming the `operation` (`hash` or `verify`) only.
+fn hash_span(operation: &'static str) -> tracing::Span {
+    tracing::debug_span!(target: "rampart::trace", "password.hash", operation)
+}
+
+/// Gauge: hash jobs waiting for a thread (contract §12).
+pub const HASH_QUEUE_DEPTH: &str = "rampart_hash_queue_depth";
+/// Counter: hash jobs refused at capacity, each a 503 (contract §12).
+pub const HASH_REJECTED: &str = "rampart_hash_rejected_total";
+
 /// Runs hashing and verification on dedicated OS threads (`rampart-hash-N`, at a lower
 /// scheduling priority than request handling) fed by a bounded queue, so that password
 /// work never blocks the async runtime and a login flood is refused (503) instead of
@@ -705,7 +717,9 @@ impl HashPool {
     /// capacity.
     pub async fn hash(&self, password: String) -> Result<String> {
         let password = Zeroizing::new(password);
-        self.run(move |worker| worker.hash(&password)).await?
+        self.run(move |worker| worker.hash(&password))
+            .instrument(hash_span("hash"))
+            .await?
     }
 
     /// [`PasswordHasher::verify`] on the pool; with no stored hash (`None`), runs
@@ -720,6 +734,7 @@ impl HashPool {
                 Verification::Invalid
             }
         })
+        .instrument(hash_span("verify"))
         .await
     }
 
@@ -731,6 +746,19 @@ impl HashPool {
         answer
             .await
             .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+    }
+
+    /// Jobs waiting for a thread (admitted, not yet running).
+    pub fn waiting(&self) -> usize {
+        self.load
+            .in_pool
+            .load(Ordering::Acquire)
+            .saturating_sub(self.load.workers)
+    }
+
+    /// Sets [`HASH_QUEUE_DEPTH`] to [`Self::waiting`].
+    pub fn record_metrics(&self) {
+        metrics::gauge!(HASH_QUEUE_DEPTH).set(self.waiting() as f64);
     }
 
     /// Whether a job submitted now would be admitted (room in the queue, and an expected
@@ -789,6 +817,7 @@ impl HashPool {
 }
 
 fn at_capacity() -> Error {
+    metrics::counter!(HASH_REJECTED).increment(1);
     Error::Unavailable("password hashing is at capacity")
 }
 

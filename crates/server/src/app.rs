@@ -114,7 +114,11 @@ fn refuse(problems: &[String]) -> ExitCode {
 }
 
 async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
-    telemetry::init(&config);
+    let _telemetry = telemetry::init(&config)?;
+    let metrics = match config.metrics_bind {
+        Some(_) => Some(telemetry::install_metrics()?),
+        None => None,
+    };
     for name in Config::unknown_variables(sources) {
         tracing::warn!(variable = %name, "unknown configuration variable ignored (a typo?)");
     }
@@ -162,6 +166,14 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let router = rampart_api::build_router(state.clone(), OpenApiRouter::new())
         .map_err(|e| anyhow::anyhow!(e))?;
+    let metrics_server = match (state.config.metrics_bind, metrics) {
+        (Some(addr), Some(handle)) => {
+            let (bound, task) = telemetry::serve_metrics(addr, handle, state.clone()).await?;
+            tracing::info!(address = %bound, "metrics listening (GET /metrics)");
+            Some(task)
+        }
+        _ => None,
+    };
     tracing::info!(
         address = %local,
         production = state.config.is_production(),
@@ -170,6 +182,9 @@ async fn serve(config: Config, sources: &Sources) -> anyhow::Result<()> {
         "rampart listening"
     );
     let served = rampart_api::serve(listener, router, state, shutdown_signal(), deadline).await;
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     db.close().await;
     tracing::info!("shutdown complete");
     served.map_err(Into::into)

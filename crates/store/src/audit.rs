@@ -92,6 +92,10 @@ const INSERT_EVENT: &str = "INSERT INTO audit_events \
       request_id, outcome, details, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
+/// Counter of audit records appended (contract §12). Counted when the record is written in
+/// its transaction: one whose transaction then rolls back is counted too.
+pub const EVENTS: &str = "rampart_audit_events_total";
+
 /// Appends one event in a transaction of its own: for events that record a refusal, where
 /// nothing else changes (`authz.denied`).
 pub async fn record(db: &Db, event: &NewAuditEvent, at_ms: i64) -> Result<AuditRecord> {
@@ -138,6 +142,7 @@ pub async fn append(tx: &mut Tx, event: &NewAuditEvent, at_ms: i64) -> Result<Au
             .map(|_| ())
     })
     .db_context("appending an audit event")?;
+    metrics::counter!(EVENTS).increment(1);
     Ok(record)
 }
 

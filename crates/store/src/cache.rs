@@ -19,6 +19,7 @@
 //! decide what a failure means (see `docs/deployment.md`).
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use futures_util::{Stream, StreamExt};
@@ -98,6 +99,21 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+/// A `redis` client span naming the command only (never a key or a value: keys hold
+/// client addresses and user ids).
+fn redis_span(command: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: "rampart::trace",
+        "redis",
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = command
+    )
+}
+
+/// Gauge: 1 when Redis answered the last check (at each scrape), 0 when not (contract §12).
+pub const REDIS_UP: &str = "rampart_redis_up";
+
 impl Redis {
     /// Parses `url` and prepares the connection without opening it.
     pub fn connect_lazy(url: &str, prefix: &str) -> anyhow::Result<Self> {
@@ -122,10 +138,17 @@ impl Redis {
         })
     }
 
+    /// Pings Redis and sets [`REDIS_UP`] to 1 when it answered within `within`, else 0.
+    pub async fn record_up(&self, within: std::time::Duration) {
+        let up = matches!(tokio::time::timeout(within, self.ping()).await, Ok(Ok(())));
+        metrics::gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+    }
+
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
         let pong: String = redis::cmd("PING")
             .query_async(&mut conn)
+            .instrument(redis_span("PING"))
             .await
             .map_err(|e| failure("Redis did not answer PING", &e))?;
         anyhow::ensure!(pong == "PONG", "Redis answered PING unexpectedly");
@@ -150,6 +173,7 @@ impl Redis {
         let mut conn = self.manager.clone();
         let wait_us: i64 = invocation
             .invoke_async(&mut conn)
+            .instrument(redis_span("EVALSHA"))
             .await
             .map_err(|e| failure("Redis rate-limit script failed", &e))?;
         Ok((wait_us > 0).then(|| Duration::from_micros(wait_us.unsigned_abs())))
@@ -166,6 +190,7 @@ impl Redis {
             .arg(self.channel())
             .arg(message)
             .query_async(&mut conn)
+            .instrument(redis_span("PUBLISH"))
             .await
             .map_err(|e| failure("Redis PUBLISH failed", &e))?;
         Ok(())

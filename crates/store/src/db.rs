@@ -65,6 +65,31 @@ pub enum Tx {
 
 const PING: &str = "SELECT 1";
 
+/// Gauge of the pool's connections by `state`: `idle`, `in_use` and `max` (contract §12).
+pub const POOL_CONNECTIONS: &str = "rampart_db_pool_connections";
+
+/// The target of the spans around database, Redis and hashing calls. They are DEBUG spans:
+/// the log filter leaves them off, so they cost nothing unless the trace exporter's layer
+/// asks for them (`OTEL_EXPORTER_OTLP_ENDPOINT` set; see the server's telemetry module).
+pub const TRACE_TARGET: &str = "rampart::trace";
+
+/// Runs one database call (`with_pool!`/`with_tx!` body) in a `db.query` client span.
+/// The span holds the backend only: never the statement's values.
+pub async fn traced<F: std::future::Future>(backend: Backend, call: F) -> F::Output {
+    use tracing::Instrument;
+    let system = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgresql",
+    };
+    let span = tracing::debug_span!(
+        target: "rampart::trace",
+        "db.query",
+        otel.kind = "client",
+        db.system.name = system
+    );
+    call.instrument(span).await
+}
+
 /// PostgreSQL: the isolation level the stores' logic is written for, stated rather than
 /// inherited from the server's or the role's `default_transaction_isolation`.
 const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
@@ -123,11 +148,11 @@ impl Db {
         let applied: Vec<i64> = with_pool!(self, pool => {
             let exists: bool = sqlx::query_scalar(table_exists_sql).fetch_one(pool).await?;
             if exists {
-                sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(pool).await?
+                sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(pool).await
             } else {
-                Vec::new()
+                Ok(Vec::new())
             }
-        });
+        })?;
         Ok(migrator
             .iter()
             .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
@@ -138,6 +163,27 @@ impl Db {
         with_pool!(self, pool => sqlx::query(PING).execute(pool).await.map(|_| ()))
             .context("pinging the database")?;
         Ok(())
+    }
+
+    /// Sets [`POOL_CONNECTIONS`] from the pool's current counts.
+    pub fn record_pool_metrics(&self) {
+        let (size, idle, max) = match self {
+            Db::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+            Db::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use")
+            .set(f64::from(size.saturating_sub(idle)));
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "max").set(f64::from(max));
     }
 
     /// Waits for checked-out connections to return, then closes every connection.

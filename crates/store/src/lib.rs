@@ -9,12 +9,17 @@
 //! return `anyhow` errors that never contain a database URL.
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db` (a `&Db`), once per
-/// backend, so the same query code compiles against `SqlitePool` and `PgPool`.
+/// backend, so the same query code compiles against `SqlitePool` and `PgPool`. `$body`
+/// (which awaits) runs in a `db.query` span ([`db::traced`]).
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::Db::Sqlite($pool) => $body,
-            $crate::Db::Postgres($pool) => $body,
+            $crate::Db::Sqlite($pool) => {
+                $crate::db::traced($crate::Backend::Sqlite, async { $body }).await
+            }
+            $crate::Db::Postgres($pool) => {
+                $crate::db::traced($crate::Backend::Postgres, async { $body }).await
+            }
         }
     };
 }
@@ -26,11 +31,11 @@ macro_rules! with_tx {
         match $tx {
             $crate::Tx::Sqlite(tx) => {
                 let $conn = &mut **tx;
-                $body
+                $crate::db::traced($crate::Backend::Sqlite, async { $body }).await
             }
             $crate::Tx::Postgres(tx) => {
                 let $conn = &mut **tx;
-                $body
+                $crate::db::traced($crate::Backend::Postgres, async { $body }).await
             }
         }
     };
@@ -39,7 +44,8 @@ macro_rules! with_tx {
 pub mod audit;
 pub mod bookmarks;
 mod cache;
-mod db;
+#[doc(hidden)]
+pub mod db;
 mod error;
 pub mod lifecycle;
 pub mod lockout;
@@ -55,5 +61,5 @@ pub mod tokens;
 mod types;
 pub mod users;
 
-pub use cache::{Limit, Redis};
-pub use db::{Backend, Db, Tx};
+pub use cache::{Limit, REDIS_UP, Redis};
+pub use db::{Backend, Db, POOL_CONNECTIONS, Tx};

@@ -2,15 +2,25 @@
 //! path, which may hold ids or tokens), status, latency and client IP. Never a body, a
 //! header value, a cookie or a query string. The request's span carries the request id so
 //! every event logged while serving it (e.g. an internal error's cause) carries it too.
+//!
+//! The same layer records the HTTP metrics (contract §12; labels from fixed sets: the
+//! method or `other`, the route template or `unmatched`, the status) and, when traces are
+//! exported ([`crate::telemetry::traces_enabled`]), makes the request span the server span
+//! `METHOD route`, continuing an incoming W3C `traceparent`, with its `trace_id` in every
+//! log line of the request. The span never holds the path, the query, a header or a body.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::extract::{ClientIp, RequestId};
+use crate::telemetry::{self, HTTP_DURATION, HTTP_REQUESTS};
 
 /// The matched route's template, left on the response by the policy guard
 /// ([`crate::policies::guard`]) for the access log's `route` field.
@@ -30,14 +40,49 @@ pub async fn layer(req: Request, next: Next) -> Response {
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        trace_id = Empty,
+        otel.kind = "server",
+    );
+    let traced = telemetry::traces_enabled();
+    if traced {
+        let parent = telemetry::incoming_context(req.headers());
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
     let response = next.run(req).instrument(span.clone()).await;
-    let route = response
-        .extensions()
-        .get::<RouteTemplate>()
-        .map_or("<unmatched>", |t| t.0.as_str());
+    let template = response.extensions().get::<RouteTemplate>();
+    let route = template.map_or("<unmatched>", |t| t.0.as_str());
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let method_label = telemetry::method_label(&method);
+    let route_label = template.map_or("unmatched", |t| t.0.as_str()).to_owned();
+    metrics::counter!(
+        HTTP_REQUESTS,
+        "method" => method_label,
+        "route" => route_label.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(HTTP_DURATION, "method" => method_label, "route" => route_label.clone())
+        .record(elapsed.as_secs_f64());
+    if traced {
+        // The span was started (for its trace id) before the route was known: rename the
+        // OpenTelemetry span itself (recording `otel.name` now would not).
+        let cx = span.context();
+        cx.span()
+            .update_name(format!("{method_label} {route_label}"));
+        cx.span().set_attribute(opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        cx.span()
+            .set_attribute(opentelemetry::KeyValue::new("http.route", route_label));
+    }
     span.in_scope(|| {
         tracing::info!(
             target: "rampart::access",

@@ -31,6 +31,12 @@ pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// Counts a 429 of the limit `name` (`rampart_rate_limited_total{limit}`). With Redis,
+/// a refusal on a route with its own limit is counted under that limit's name.
+fn refused(name: &'static str) {
+    metrics::counter!(crate::telemetry::RATE_LIMITED, "limit" => name).increment(1);
+}
+
 /// One named limit: its quota, and its in-memory fallback.
 struct Named {
     name: &'static str,
@@ -116,14 +122,20 @@ impl RateLimits {
                     if self.degraded.swap(false, Ordering::Relaxed) {
                         tracing::info!("shared rate limits restored");
                     }
-                    return verdict.map_or(Ok(()), |wait| Err(retry_after_secs(wait)));
+                    return verdict.map_or(Ok(()), |wait| {
+                        refused(route.map_or(self.global.name, |r| r.name));
+                        Err(retry_after_secs(wait))
+                    });
                 }
                 Err(e) => self.redis_failed(&e),
             }
         }
-        self.global.local.check(key)?;
+        self.global
+            .local
+            .check(key)
+            .inspect_err(|_| refused(self.global.name))?;
         match route {
-            Some(r) => r.local.check(key),
+            Some(r) => r.local.check(key).inspect_err(|_| refused(r.name)),
             None => Ok(()),
         }
     }

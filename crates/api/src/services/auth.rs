@@ -29,6 +29,7 @@ pub use crate::services::credentials::LoginOutcome;
 use crate::services::credentials::{self, ms};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
+use crate::telemetry;
 
 pub async fn register(
     state: &AppState,
@@ -85,6 +86,19 @@ pub enum LoginStep {
 }
 
 pub async fn login(
+    state: &AppState,
+    meta: &RequestMeta,
+    email: &str,
+    password: String,
+) -> Result<LoginStep> {
+    let step = password_login(state, meta, email, password).await;
+    telemetry::login(telemetry::LOGIN_PASSWORD, &step, |s| {
+        matches!(s, LoginStep::MfaRequired { .. })
+    });
+    step
+}
+
+async fn password_login(
     state: &AppState,
     meta: &RequestMeta,
     email: &str,
@@ -151,6 +165,7 @@ pub async fn refresh(
             })
         }
         Rotation::Reused { session_id, .. } => {
+            metrics::counter!(telemetry::REFRESH_REUSE).increment(1);
             state.sessions_ended([&session_id]);
             Err(Error::Unauthenticated)
         }

@@ -26,6 +26,8 @@ use rampart_core::tokens::{self, IssuedToken};
 use rampart_core::users::{Credentials, User, UserStatus, normalize_email};
 use rampart_core::{Error, Result};
 use rampart_store::lockout::{self, LockoutPolicy};
+
+use crate::telemetry;
 use rampart_store::sessions::{self, NewRefreshToken, NewSession};
 use rampart_store::{mfa, users};
 use uuid::Uuid;
@@ -115,7 +117,10 @@ impl Attempt {
         let now_ms = state.clock.now_ms();
         match lockout::reserve(&state.db, &self.refs(), now_ms).await? {
             None => Ok(()),
-            Some(retry_at) => Err(retry_after(retry_at, now_ms)),
+            Some(retry_at) => {
+                metrics::counter!(telemetry::RATE_LIMITED, "limit" => "lockout").increment(1);
+                Err(retry_after(retry_at, now_ms))
+            }
         }
     }
 
@@ -137,7 +142,7 @@ impl Attempt {
                 .with_actor(actor)
                 .with_target("user", actor.to_string());
         }
-        lockout::record_failure(
+        let locked_until = lockout::record_failure(
             &state.db,
             &self.refs(),
             state.clock.now_ms(),
@@ -145,6 +150,9 @@ impl Attempt {
             &locked,
         )
         .await?;
+        if locked_until.is_some() {
+            metrics::counter!(telemetry::LOCKOUTS).increment(1);
+        }
         Ok(())
     }
 

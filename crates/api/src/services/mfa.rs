@@ -29,6 +29,7 @@ use crate::auth::AuthUser;
 use crate::services::credentials::{self, LoginOutcome};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
+use crate::telemetry;
 
 pub use crate::services::credentials::MFA_TOKEN_TTL;
 pub const MFA_MAX_FAILURES: i64 = 5;
@@ -203,6 +204,17 @@ pub async fn disable(
 /// `POST /mfa/verify`: the token first (401 `unauthenticated` when it is not live, also
 /// after a credential change), then the lockout (429), then the code.
 pub async fn verify_login(
+    state: &AppState,
+    meta: &RequestMeta,
+    mfa_token: &str,
+    code: &str,
+) -> Result<LoginOutcome> {
+    let outcome = second_step(state, meta, mfa_token, code).await;
+    telemetry::login(telemetry::LOGIN_MFA, &outcome, |_| false);
+    outcome
+}
+
+async fn second_step(
     state: &AppState,
     meta: &RequestMeta,
     mfa_token: &str,

@@ -13,6 +13,7 @@ mod data_keys;
 mod keys;
 mod least_privilege;
 mod logs;
+mod observability;
 mod outage;
 mod private_services;
 mod production;

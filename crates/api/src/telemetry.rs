@@ -1,0 +1,169 @@
+//! Metric names and the label values this crate records (contract §12). Each
+//! instrumentation point is one call here or one `metrics::counter!` line, so the series
+//! stay in one list ([`SERIES`]) that the docs, the alert rules and their test check
+//! against. Every label value is from a fixed set: no user input ever becomes a label.
+//!
+//! Without a recorder installed (`RAMPART_METRICS_BIND` unset, or in-process tests) each
+//! `metrics::` call is a no-op.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::HeaderMap;
+use rampart_core::Error;
+
+static TRACES: AtomicBool = AtomicBool::new(false);
+
+/// Called once by the binary when it installed the OpenTelemetry exporter and the W3C
+/// propagator: request spans then continue `traceparent` and carry `trace_id`.
+pub fn enable_traces() {
+    TRACES.store(true, Ordering::Relaxed);
+}
+
+/// Whether traces are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` was set at start).
+pub fn traces_enabled() -> bool {
+    TRACES.load(Ordering::Relaxed)
+}
+
+/// The context an incoming `traceparent` (and `tracestate`) names, through the globally
+/// installed propagator; an empty context when there is none or it is malformed.
+pub fn incoming_context(headers: &HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)))
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+pub const HTTP_REQUESTS: &str = "rampart_http_requests_total";
+pub const HTTP_DURATION: &str = "rampart_http_request_duration_seconds";
+pub const LOGINS: &str = "rampart_logins_total";
+pub const LOCKOUTS: &str = "rampart_lockouts_total";
+pub const REFRESH_REUSE: &str = "rampart_refresh_reuse_total";
+pub const AUTHZ_DENIED: &str = "rampart_authz_denied_total";
+pub const RATE_LIMITED: &str = "rampart_rate_limited_total";
+
+/// Every series Rampart exports besides the `process_*` ones, with its help text.
+pub const SERIES: &[(&str, &str)] = &[
+    (
+        HTTP_REQUESTS,
+        "HTTP requests by method, route template and status",
+    ),
+    (
+        HTTP_DURATION,
+        "HTTP request latency in seconds by method and route template",
+    ),
+    (
+        LOGINS,
+        "Login attempts by method (password, passkey, mfa) and outcome",
+    ),
+    (
+        LOCKOUTS,
+        "Lockouts started after repeated failed credentials",
+    ),
+    (
+        REFRESH_REUSE,
+        "Refresh tokens presented again after rotation (session revoked)",
+    ),
+    (
+        AUTHZ_DENIED,
+        "Requests refused for a missing permission (403)",
+    ),
+    (RATE_LIMITED, "Requests refused with 429 by limit"),
+    (
+        rampart_core::passwords::HASH_QUEUE_DEPTH,
+        "Password hash jobs waiting for a thread",
+    ),
+    (
+        rampart_core::passwords::HASH_REJECTED,
+        "Password hash jobs refused at capacity (503)",
+    ),
+    (
+        rampart_store::POOL_CONNECTIONS,
+        "Database pool connections by state (idle, in_use, max)",
+    ),
+    (rampart_store::audit::EVENTS, "Audit records appended"),
+    (
+        rampart_store::REDIS_UP,
+        "1 when Redis answered its last check, 0 when not (absent without Redis)",
+    ),
+];
+
+/// The `method` label of HTTP series: the standard methods, `other` for anything else
+/// (a client can send any token as a method).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Login methods (`method` label of [`LOGINS`]).
+pub const LOGIN_PASSWORD: &str = "password";
+pub const LOGIN_PASSKEY: &str = "passkey";
+pub const LOGIN_MFA: &str = "mfa";
+
+/// Counts one login attempt of `method` by its result: `success`, `mfa_required` (the
+/// password was right, a second factor is due), `failure` (wrong credentials),
+/// `locked` (refused by the lockout or a rate limit, 429), `unavailable` (503, e.g. the
+/// hash pool is full) or `error` (anything else: the token expired, a 500…).
+pub fn login<T>(
+    method: &'static str,
+    result: &Result<T, Error>,
+    mfa_required: impl Fn(&T) -> bool,
+) {
+    let outcome = match result {
+        Ok(v) if mfa_required(v) => "mfa_required",
+        Ok(_) => "success",
+        Err(Error::InvalidCredentials) => "failure",
+        Err(Error::RateLimited { .. }) => "locked",
+        Err(Error::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    };
+    metrics::counter!(LOGINS, "method" => method, "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, Method};
+    use proptest::prelude::*;
+
+    use super::{incoming_context, method_label};
+
+    const LABELS: [&str; 8] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+    ];
+
+    proptest! {
+        /// Any method a client can send maps into the fixed label set (bounded series).
+        #[test]
+        fn method_labels_are_bounded(token in "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}") {
+            let method = Method::from_bytes(token.as_bytes()).unwrap();
+            prop_assert!(LABELS.contains(&method_label(&method)));
+        }
+
+        /// Hostile `traceparent` values never panic the extraction.
+        #[test]
+        fn any_traceparent_is_harmless(value in "[ -~]{0,200}") {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert("traceparent", v);
+            }
+            let _ = incoming_context(&headers);
+        }
+    }
+}
