@@ -78,6 +78,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::jwks::routes())
         .merge(routes::auth::routes())
+        .merge(routes::passkeys::routes())
         .merge(routes::users::routes())
         .merge(routes::rbac::routes())
         .merge(routes::owned())

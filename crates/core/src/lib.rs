@@ -10,6 +10,7 @@ pub mod error;
 pub mod fields;
 pub mod keys;
 pub mod net;
+pub mod passkeys;
 pub mod passwords;
 pub mod rbac;
 pub mod tokens;

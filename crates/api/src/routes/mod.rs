@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod jwks;
+pub mod passkeys;
 pub mod rbac;
 pub mod users;
 

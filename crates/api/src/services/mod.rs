@@ -8,4 +8,5 @@ pub mod auth;
 pub mod credentials;
 pub mod meta;
 pub mod mfa;
+pub mod passkeys;
 pub mod password_reset;
