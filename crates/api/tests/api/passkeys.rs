@@ -536,6 +536,16 @@ async fn every_refusal_is_refused(backend: Backend) {
         )
         .await;
     assert_eq!(r.status(), 200);
+    // login/start takes exactly `{}`.
+    let r = app
+        .client
+        .post(app.url(&format!("{PK}/login/start")))
+        .json(&json!({"zzUnknown": 1}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(r, 400, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "zzUnknown");
     // Hostile credential JSON: 4xx, never 500.
     for hostile in [
         json!(null),
