@@ -218,7 +218,7 @@ impl RelyingParty {
             .map_err(internal("building creation options"))?
             .attestation(AttestationConveyancePreference::None)
             .user_verification_policy(UserVerificationPolicy::Required)
-            .exclude_credentials(Some(exclude.into_iter().map(Into::into).collect()))
+            .exclude_credentials(Some(exclude))
             .credential_algorithms(vec![
                 COSEAlgorithm::ES256,
                 COSEAlgorithm::EDDSA,
