@@ -80,6 +80,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::jwks::routes())
         .merge(routes::auth::routes())
+        .merge(routes::passkeys::routes())
         .merge(routes::users::routes())
         .merge(routes::lifecycle::routes())
         .merge(routes::rbac::routes())

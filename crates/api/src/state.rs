@@ -56,6 +56,8 @@ pub struct Components {
     pub mailer: Arc<Mailer>,
     /// Per-IP rate limits: in Redis when configured, else (or while it fails) in memory.
     pub rate_limits: Arc<RateLimits>,
+    /// The WebAuthn relying party (passkeys, contract §10).
+    pub relying_party: Arc<rampart_core::passkeys::RelyingParty>,
     draining: Arc<AtomicBool>,
     /// Whether this instance listens to other instances' invalidations (with Redis).
     pub(crate) invalidations_subscribed: Arc<AtomicBool>,
@@ -101,6 +103,7 @@ impl AppState {
             permissions: Arc::new(PermissionCache::new(db.clone())),
             rate_limits: Arc::new(RateLimits::new(&config, redis.clone())),
             data_keys: Arc::new(data_keys),
+            relying_party: Arc::new(rampart_core::passkeys::RelyingParty::from_config(&config)),
             mailer: Arc::new(mailer),
             password_policy: Arc::new(PasswordPolicy {
                 min_chars: config.password_min_length,

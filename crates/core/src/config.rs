@@ -122,6 +122,10 @@ pub struct Config {
     pub smtp_url: Option<Redacted<String>>,
     pub mail_outbox: PathBuf,
     pub public_url: String,
+    /// WebAuthn relying party ID (`RAMPART_WEBAUTHN_RP_ID`, default: the public URL's host).
+    pub webauthn_rp_id: String,
+    /// WebAuthn relying party name shown by authenticators (`RAMPART_WEBAUTHN_RP_NAME`).
+    pub webauthn_rp_name: String,
     pub reset_rate_per_hour: u32,
     pub password_reset_ttl: Duration,
     /// How long an email verification or email change link works
@@ -189,6 +193,8 @@ const KNOWN: &[&str] = &[
     "RAMPART_MAIL_FROM",
     "RAMPART_MAIL_OUTBOX",
     "RAMPART_PUBLIC_URL",
+    "RAMPART_WEBAUTHN_RP_ID",
+    "RAMPART_WEBAUTHN_RP_NAME",
     "RAMPART_RESET_RATE_PER_HOUR",
     "RAMPART_PASSWORD_RESET_TTL",
     "RAMPART_EMAIL_TOKEN_TTL",
@@ -608,6 +614,24 @@ impl Config {
         if url::Url::parse(&public_url).is_err() {
             p.problem("RAMPART_PUBLIC_URL", "must be an absolute URL");
         }
+        let default_rp_id = url::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let webauthn_rp_id = p
+            .string("RAMPART_WEBAUTHN_RP_ID", &default_rp_id)
+            .trim()
+            .to_ascii_lowercase();
+        if webauthn_rp_id.is_empty() || webauthn_rp_id.contains(['/', ':', ' ']) {
+            p.problem("RAMPART_WEBAUTHN_RP_ID", "must be a domain name");
+        }
+        let webauthn_rp_name = p.string("RAMPART_WEBAUTHN_RP_NAME", "Rampart");
+        if webauthn_rp_name.trim().is_empty() || webauthn_rp_name.chars().any(char::is_control) {
+            p.problem(
+                "RAMPART_WEBAUTHN_RP_NAME",
+                "must be a non-empty single line",
+            );
+        }
         let reset_rate_per_hour = p.number("RAMPART_RESET_RATE_PER_HOUR", 5u32, 1, 10_000);
         let password_reset_ttl =
             p.duration("RAMPART_PASSWORD_RESET_TTL", Duration::from_secs(1800), DAY);
@@ -695,6 +719,8 @@ impl Config {
                 smtp_url,
                 mail_outbox,
                 public_url,
+                webauthn_rp_id,
+                webauthn_rp_name,
                 reset_rate_per_hour,
                 password_reset_ttl,
                 email_token_ttl,
@@ -760,6 +786,11 @@ impl Config {
         }
         if src.get("RAMPART_PUBLIC_URL").is_none() || !self.public_url.starts_with("https://") {
             problems.push("RAMPART_PUBLIC_URL: must be an https:// URL".to_owned());
+        }
+        if let Some(problem) =
+            crate::passkeys::rp_id_problem(&self.public_url, &self.webauthn_rp_id)
+        {
+            problems.push(format!("RAMPART_WEBAUTHN_RP_ID: {problem}"));
         }
         problems.extend(self.database_problems(src));
         problems.extend(self.protection_floors());
@@ -1240,6 +1271,16 @@ mod tests {
                 "DATABASE_URL",
                 Some("postgres://app@db.example/r"),
                 "DATABASE_URL",
+            ),
+            (
+                "RAMPART_WEBAUTHN_RP_ID",
+                Some("evil.example"),
+                "RAMPART_WEBAUTHN_RP_ID",
+            ),
+            (
+                "RAMPART_WEBAUTHN_RP_ID",
+                Some("example"),
+                "RAMPART_WEBAUTHN_RP_ID",
             ),
         ];
         for (var, value, expect) in cases {

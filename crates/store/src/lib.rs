@@ -53,6 +53,7 @@ pub mod mail;
 pub mod mfa;
 pub mod notes;
 pub mod owned;
+pub mod passkeys;
 pub mod purge;
 pub mod rbac;
 pub mod resets;

@@ -108,8 +108,8 @@ impl From<SessionRow> for Session {
 
 const INSERT_SESSION: &str = "INSERT INTO sessions \
      (id, user_id, created_at_ms, last_used_at_ms, expires_at_ms, ip_address, user_agent, \
-      credential_epoch) \
-     VALUES ($1, $2, $3, $3, $4, $5, $6, $7)";
+      credential_epoch, passkey_id) \
+     VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8)";
 
 const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
      (id, session_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)";
@@ -135,6 +135,40 @@ pub async fn create(
     clear_lockout_key: Option<&str>,
     audit: &NewAuditEvent,
 ) -> Result<Option<Session>> {
+    create_inner(db, session, refresh, clear_lockout_key, audit, None).await
+}
+
+/// A passkey sign-in: as [`create`], and in the same transaction applies `passkey` (the
+/// counter compare-and-set of `passkeys::use_in`) and records the passkey on the session,
+/// so removing the passkey ends it. `None`, with nothing written, also when the passkey
+/// was removed or its counter moved since it was checked.
+pub async fn create_with_passkey(
+    db: &Db,
+    session: &NewSession,
+    refresh: &NewRefreshToken,
+    clear_lockout_key: Option<&str>,
+    audit: &NewAuditEvent,
+    passkey: &crate::passkeys::PasskeyUse,
+) -> Result<Option<Session>> {
+    create_inner(
+        db,
+        session,
+        refresh,
+        clear_lockout_key,
+        audit,
+        Some(passkey),
+    )
+    .await
+}
+
+async fn create_inner(
+    db: &Db,
+    session: &NewSession,
+    refresh: &NewRefreshToken,
+    clear_lockout_key: Option<&str>,
+    audit: &NewAuditEvent,
+    passkey: Option<&crate::passkeys::PasskeyUse>,
+) -> Result<Option<Session>> {
     let mut tx = db.begin().await?;
     let lock_sql = match tx.backend() {
         Backend::Sqlite => SQLITE_LOCK_USABLE_EPOCH,
@@ -151,6 +185,12 @@ pub async fn create(
         tx.rollback().await?;
         return Ok(None);
     }
+    if let Some(update) = passkey
+        && !crate::passkeys::use_in(&mut tx, session.user_id, update, session.now_ms).await?
+    {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     with_tx!(&mut tx, conn => {
         sqlx::query(INSERT_SESSION)
             .bind(DbUuid(session.id))
@@ -160,6 +200,7 @@ pub async fn create(
             .bind(&session.ip_address)
             .bind(&session.user_agent)
             .bind(session.credential_epoch)
+            .bind(passkey.map(|p| DbUuid(p.id)))
             .execute(&mut *conn)
             .await
             .map(|done| done.rows_affected())

@@ -141,7 +141,7 @@ pub struct SessionsResponse {
     items: Vec<SessionResponse>,
 }
 
-fn login_response(state: &AppState, outcome: service::LoginOutcome) -> Response {
+pub(crate) fn login_response(state: &AppState, outcome: service::LoginOutcome) -> Response {
     let body = LoginResponse {
         access_token: outcome.access.token,
         token_type: "Bearer",

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod jwks;
 pub mod lifecycle;
+pub mod passkeys;
 pub mod rbac;
 pub mod users;
 

@@ -328,6 +328,34 @@ pub(crate) async fn start_session(
     credential_epoch: i64,
     attempt: &Attempt,
 ) -> Result<LoginOutcome> {
+    let started = start_session_with(
+        state,
+        meta,
+        user_id,
+        credential_epoch,
+        attempt.primary(),
+        None,
+    )
+    .await;
+    if let Err(Error::EmailUnverified) = started {
+        // The slot goes back: a right password is not a failure, nor a completed login.
+        attempt.release(state).await?;
+    }
+    started
+}
+
+/// [`start_session`] for any sign-in method: `passkey` (a passkey sign-in's counter update,
+/// applied in the session's transaction and recorded on the session) or a password login;
+/// `clear_lockout_key` is the counter a completed login resets, if any. The audit event says
+/// which (`details.method`).
+pub(crate) async fn start_session_with(
+    state: &AppState,
+    meta: &RequestMeta,
+    user_id: Uuid,
+    credential_epoch: i64,
+    clear_lockout_key: Option<&str>,
+    passkey: Option<&rampart_store::passkeys::PasskeyUse>,
+) -> Result<LoginOutcome> {
     let now = state.clock.now();
     let now_ms = state.clock.now_ms();
     let session_id = Uuid::now_v7();
@@ -338,41 +366,56 @@ pub(crate) async fn start_session(
         .min(session_end);
     if state.config.require_verified_email {
         // Contract §11: only after the password (and second factor) were right, so the
-        // answer reveals nothing more than a successful login would; no tokens. The slot
-        // goes back: a right password is not a failure, nor a completed login.
+        // answer reveals nothing more than a successful login would; no tokens
+        // (`start_session` gives the lockout slot back).
         let verified = users::get(&state.db, user_id)
             .await?
             .is_some_and(|user| user.email_verified);
         if !verified {
-            attempt.release(state).await?;
             return Err(Error::EmailUnverified);
         }
     }
+    let method = if passkey.is_some() {
+        "passkey"
+    } else {
+        "password"
+    };
     let event = meta
         .event("auth.login_succeeded", Outcome::Success)
         .with_actor(user_id)
-        .with_target("session", session_id.to_string());
-    sessions::create(
-        &state.db,
-        &NewSession {
-            id: session_id,
-            user_id,
-            credential_epoch,
-            now_ms,
-            expires_at_ms: session_end,
-            ip_address: Some(meta.ip.to_string()),
-            user_agent: meta.user_agent.clone(),
-        },
-        &NewRefreshToken {
-            id: Uuid::now_v7(),
-            token_hash: refresh_hash,
-            expires_at_ms: refresh_expires,
-        },
-        attempt.primary(),
-        &event,
-    )
-    .await?
-    .ok_or(Error::InvalidCredentials)?;
+        .with_target("session", session_id.to_string())
+        .with_details(serde_json::json!({ "method": method }));
+    let new_session = NewSession {
+        id: session_id,
+        user_id,
+        credential_epoch,
+        now_ms,
+        expires_at_ms: session_end,
+        ip_address: Some(meta.ip.to_string()),
+        user_agent: meta.user_agent.clone(),
+    };
+    let refresh = NewRefreshToken {
+        id: Uuid::now_v7(),
+        token_hash: refresh_hash,
+        expires_at_ms: refresh_expires,
+    };
+    let created = match passkey {
+        Some(update) => {
+            sessions::create_with_passkey(
+                &state.db,
+                &new_session,
+                &refresh,
+                clear_lockout_key,
+                &event,
+                update,
+            )
+            .await?
+        }
+        None => {
+            sessions::create(&state.db, &new_session, &refresh, clear_lockout_key, &event).await?
+        }
+    };
+    created.ok_or(Error::InvalidCredentials)?;
     let access = state.tokens.issue(user_id, session_id, now)?;
     let user = users::get(&state.db, user_id)
         .await?

@@ -9,4 +9,5 @@ pub mod credentials;
 pub mod lifecycle;
 pub mod meta;
 pub mod mfa;
+pub mod passkeys;
 pub mod password_reset;

@@ -16,6 +16,7 @@ mod mfa;
 mod notes;
 mod openapi;
 mod owned;
+mod passkeys;
 mod pipeline;
 mod policies;
 mod races;
