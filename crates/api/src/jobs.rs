@@ -62,6 +62,7 @@ async fn purge_once(state: &AppState, policy: &PurgePolicy) {
             mfa_challenges = counts.mfa_challenges,
             password_resets = counts.password_resets,
             lockouts = counts.lockouts,
+            webauthn_challenges = counts.webauthn_challenges,
             "purge finished"
         ),
         Ok(Some(_)) => tracing::debug!("purge finished: nothing to delete"),

@@ -123,6 +123,26 @@ pub const SECTIONS: &[(&str, &[VarDoc])] = &[
                 "`info`",
                 "A `tracing` filter such as `info` or `rampart=debug,info`.",
             ),
+            v(
+                "RAMPART_METRICS_BIND",
+                "(unset: no metrics)",
+                "`IP:port` of a separate listener serving `GET /metrics` in the Prometheus text format; must differ from `RAMPART_BIND` (metrics are never on the API port). Traces are configured by the standard `OTEL_*` variables instead (docs/operations.md, Monitoring).",
+            ),
+        ],
+    ),
+    (
+        "Passkeys (WebAuthn)",
+        &[
+            v(
+                "RAMPART_WEBAUTHN_RP_ID",
+                "the host of `RAMPART_PUBLIC_URL`",
+                "The WebAuthn relying party ID passkeys are bound to. Production refuses one that is not the public URL's host or a parent domain of it. Accepted origins: the public URL's and each `RAMPART_ALLOWED_ORIGINS` origin whose host is the RP ID or ends with `.` + the RP ID.",
+            ),
+            v(
+                "RAMPART_WEBAUTHN_RP_NAME",
+                "`Rampart`",
+                "The relying party name authenticators show (one line).",
+            ),
         ],
     ),
     (

@@ -514,8 +514,13 @@ async fn purge(config: &Config) -> anyhow::Result<()> {
     match purged? {
         Some(c) => println!(
             "purged: {} session(s), {} refresh token(s), {} MFA challenge(s), \
-             {} password-reset token(s), {} lockout counter(s)",
-            c.sessions, c.refresh_tokens, c.mfa_challenges, c.password_resets, c.lockouts
+             {} password-reset token(s), {} lockout counter(s), {} WebAuthn challenge(s)",
+            c.sessions,
+            c.refresh_tokens,
+            c.mfa_challenges,
+            c.password_resets,
+            c.lockouts,
+            c.webauthn_challenges
         ),
         None => println!("another instance is purging; nothing done"),
     }

@@ -192,20 +192,6 @@ pub async fn take_challenge(
         .map(|(user, state, _)| (user.map(Uuid::from), state)))
 }
 
-const DELETE_EXPIRED_CHALLENGES: &str = "DELETE FROM webauthn_challenges WHERE expires_at_ms <= $1";
-
-/// Deletes the challenges that expired by `now_ms`; returns how many.
-pub async fn purge_challenges(db: &Db, now_ms: i64) -> Result<u64> {
-    with_pool!(db, pool => {
-        sqlx::query(DELETE_EXPIRED_CHALLENGES)
-            .bind(now_ms)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-    })
-    .db_context("purging WebAuthn challenges")
-}
-
 const SELECT_CREDENTIAL_IDS: &str =
     "SELECT credential_id FROM passkeys WHERE user_id = $1 ORDER BY created_at_ms, id";
 

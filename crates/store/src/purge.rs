@@ -1,6 +1,6 @@
 //! The background purge: deletes rows that can no longer change any answer, so that
-//! `sessions`, `refresh_tokens`, `mfa_challenges`, `password_resets` and `lockouts` do not
-//! grow with traffic forever. `audit_events` is never touched (it is append-only and its
+//! `sessions`, `refresh_tokens`, `mfa_challenges`, `password_resets`, `lockouts` and
+//! `webauthn_challenges` do not grow with traffic forever. `audit_events` is never touched (it is append-only and its
 //! triggers refuse deletes anyway); nor are `users`, `recovery_codes` or anything else.
 //!
 //! Every rule below deletes only rows that every code path already treats as absent, so a
@@ -102,6 +102,8 @@ pub struct PurgeCounts {
     pub mfa_challenges: u64,
     pub password_resets: u64,
     pub lockouts: u64,
+    /// Expired WebAuthn ceremonies (`webauthn_challenges`, contract §10).
+    pub webauthn_challenges: u64,
 }
 
 impl PurgeCounts {
@@ -111,6 +113,7 @@ impl PurgeCounts {
             + self.mfa_challenges
             + self.password_resets
             + self.lockouts
+            + self.webauthn_challenges
     }
 }
 
@@ -119,6 +122,11 @@ const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 
 // Each statement: the rule's bounds, then `LIMIT $n` (the batch). The condition is repeated
 // outside the subquery so that PostgreSQL re-checks it on a row changed meanwhile.
+
+// $1 cutoff. A ceremony is single use (taken by one DELETE), so what is left expired.
+const DELETE_EXPIRED_WEBAUTHN_CHALLENGES: &str = "DELETE FROM webauthn_challenges \
+     WHERE id IN (SELECT id FROM webauthn_challenges WHERE expires_at_ms <= $1 LIMIT $2) \
+       AND expires_at_ms <= $1";
 
 // $1 cutoff.
 const DELETE_EXPIRED_UNUSED_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
@@ -281,6 +289,13 @@ async fn purge_on(conn: &mut Conn<'_>, now_ms: i64, policy: &PurgePolicy) -> Res
         DELETE_ENDED_RESETS,
         &[cutoff],
         "purging password-reset tokens",
+    )
+    .await?;
+    counts.webauthn_challenges = delete_in_batches(
+        conn,
+        DELETE_EXPIRED_WEBAUTHN_CHALLENGES,
+        &[cutoff],
+        "purging WebAuthn challenges",
     )
     .await?;
     counts.lockouts = delete_in_batches(

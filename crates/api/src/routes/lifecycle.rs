@@ -17,6 +17,7 @@ use crate::routes::audit::EventResponse;
 use crate::routes::auth::SessionResponse;
 use crate::routes::bookmarks::{BOOKMARKS, BookmarkResponse};
 use crate::routes::notes::{NOTES, NoteResponse};
+use crate::routes::passkeys::PasskeyResponse;
 use crate::routes::rfc3339;
 use crate::routes::users::UserResponse;
 use crate::routing::{Policy, RouteLimit, route, route_limited};
@@ -95,7 +96,7 @@ pub struct ExportResponse {
     /// The caller's live sessions.
     sessions: Vec<SessionResponse>,
     /// The caller's passkeys (passkey view, contract §10).
-    passkeys: Vec<serde_json::Value>,
+    passkeys: Vec<PasskeyResponse>,
     notes: Vec<NoteResponse>,
     bookmarks: Vec<BookmarkResponse>,
     /// Audit events whose actor or target is the caller, newest first.
@@ -103,12 +104,12 @@ pub struct ExportResponse {
 }
 
 /// The caller's passkeys for the export, in the passkey view of contract §10.
-// integration: issue 14 fills this from store::passkeys
 async fn export_passkeys(
-    _state: &AppState,
-    _user: AuthUser,
-) -> Result<Vec<serde_json::Value>, ApiError> {
-    Ok(Vec::new())
+    state: &AppState,
+    user: AuthUser,
+) -> Result<Vec<PasskeyResponse>, ApiError> {
+    let passkeys = rampart_store::passkeys::list(&state.db, user.user_id).await?;
+    Ok(passkeys.iter().map(PasskeyResponse::from).collect())
 }
 
 /// Mail a new verification link to the caller's address.

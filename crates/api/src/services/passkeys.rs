@@ -31,6 +31,7 @@ use crate::auth::AuthUser;
 use crate::services::credentials::{self, LoginOutcome, ms};
 use crate::services::meta::RequestMeta;
 use crate::state::AppState;
+use crate::telemetry;
 
 fn not_live_challenge() -> Error {
     Error::validation(
@@ -179,6 +180,17 @@ pub async fn login_start(state: &AppState) -> Result<(Uuid, Value)> {
 /// `POST /login/finish`: the challenge (401 `unauthenticated` when not live), then the
 /// credential (401 `invalid_credentials` for every refusal), then a session.
 pub async fn login_finish(
+    state: &AppState,
+    meta: &RequestMeta,
+    challenge_id: Uuid,
+    credential: &Value,
+) -> Result<LoginOutcome> {
+    let outcome = passkey_login(state, meta, challenge_id, credential).await;
+    telemetry::login(telemetry::LOGIN_PASSKEY, &outcome, |_| false);
+    outcome
+}
+
+async fn passkey_login(
     state: &AppState,
     meta: &RequestMeta,
     challenge_id: Uuid,

@@ -13,7 +13,7 @@ use sqlx::Connection;
 use crate::support::{PgDb, Server, run, tempdir};
 
 const NOTHING_PURGED: &str = "purged: 0 session(s), 0 refresh token(s), 0 MFA challenge(s), \
-     0 password-reset token(s), 0 lockout counter(s)";
+     0 password-reset token(s), 0 lockout counter(s), 0 WebAuthn challenge(s)";
 
 fn now_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now()
@@ -73,7 +73,7 @@ async fn purge_on_a_fresh_sqlite_data_dir() {
     assert!(
         stdout.contains(
             "purged: 0 session(s), 0 refresh token(s), 0 MFA challenge(s), \
-             0 password-reset token(s), 1 lockout counter(s)"
+             0 password-reset token(s), 1 lockout counter(s), 0 WebAuthn challenge(s)"
         ),
         "{stdout}"
     );

@@ -29,6 +29,7 @@ backend_tests!(
     a_failed_purge_leaves_the_lock_free,
     a_cancelled_purge_leaves_the_lock_free,
     a_counter_restarted_while_the_purge_waits_is_kept,
+    expired_webauthn_ceremonies_go_and_live_ones_can_still_be_taken,
 );
 
 const MINUTE: i64 = 60_000;
@@ -633,4 +634,52 @@ async fn a_counter_restarted_while_the_purge_waits_is_kept(db: Db) {
     let counts = purging.await.unwrap().expect("no other runner");
     assert_eq!(counts.lockouts, 0);
     assert_eq!(failures(&db, "stale").await, Some(1));
+}
+
+/// A WebAuthn ceremony (contract §10) that expired `GRACE` ago goes; one still live, or
+/// expired less than `GRACE` ago, stays, and the live one can still be taken once.
+async fn expired_webauthn_ceremonies_go_and_live_ones_can_still_be_taken(db: Db) {
+    use rampart_store::passkeys::{self, Ceremony};
+    let expired = Uuid::now_v7();
+    let recent = Uuid::now_v7();
+    let live = Uuid::now_v7();
+    for (id, expires_at_ms) in [
+        (expired, NOW - GRACE - 1),
+        (recent, NOW - GRACE + 1),
+        (live, NOW + 5 * MINUTE),
+    ] {
+        passkeys::create_challenge(&db, id, Ceremony::Login, None, "{}", T0, expires_at_ms)
+            .await
+            .unwrap();
+    }
+    let counts = purge_at_now(&db).await;
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            webauthn_challenges: 1,
+            ..PurgeCounts::default()
+        }
+    );
+    assert_eq!(
+        purge_at_now(&db).await,
+        PurgeCounts::default(),
+        "idempotent"
+    );
+    let taken = passkeys::take_challenge(&db, live, Ceremony::Login, NOW)
+        .await
+        .unwrap();
+    assert_eq!(taken, Some((None, "{}".to_owned())));
+    assert_eq!(
+        passkeys::take_challenge(&db, live, Ceremony::Login, NOW)
+            .await
+            .unwrap(),
+        None,
+        "single use"
+    );
+    assert_eq!(
+        passkeys::take_challenge(&db, expired, Ceremony::Login, NOW)
+            .await
+            .unwrap(),
+        None
+    );
 }
