@@ -126,6 +126,7 @@ backend_tests!(
     two_last_admins_deleting_themselves_at_once_leave_one,
     export_has_the_contract_shape_and_no_secret,
     export_is_rate_limited_per_user,
+    confirms_and_deletions_raced_across_two_instances,
 );
 
 async fn registration_mails_a_verification_link_that_works_once(backend: Backend) {
@@ -758,4 +759,75 @@ async fn export_is_rate_limited_per_user(backend: Backend) {
     let a = app.session_for(&a.email, PASSWORD).await;
     assert_eq!(app.get_auth(EXPORT, &a.access).await.status(), 200);
     app.finish().await;
+}
+
+/// The same races as above, split across two instances of one deployment (shared
+/// database, keys and data key): one change token confirmed four times at once, two on
+/// each instance, changes the email once; the two last `roles:assign` holders deleting
+/// themselves at once, one on each instance, leave exactly one.
+async fn confirms_and_deletions_raced_across_two_instances(backend: Backend) {
+    let a = Arc::new(TestApp::spawn(backend).await);
+    let b = Arc::new(a.sibling(backend, &[]).await);
+    b.until_ready().await;
+    let s = a.new_session("twoinst").await;
+    let token = a.change_token(&s, &unique_email("twoinst-new"), 1).await;
+    let barrier = Arc::new(Barrier::new(4));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (barrier, token) = (barrier.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            app.post_json(CHANGE_CONFIRM, json!({"token": token}))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, vec![204, 400, 400, 400]);
+    let changed = a
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e.action == "user.email_changed")
+        .count();
+    assert_eq!(changed, 1);
+
+    let first = a.admin_session("twin-a").await;
+    let second = a.admin_session("twin-b").await;
+    let barrier = Arc::new(Barrier::new(2));
+    let mut tasks = Vec::new();
+    for (app, token) in [
+        (a.clone(), first.access.clone()),
+        (b.clone(), second.access.clone()),
+    ] {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            app.post_auth(DELETE_ME, &token, json!({"password": PASSWORD}))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, vec![204, 403]);
+    // Each asked on the instance that served its deletion (the other instance's liveness
+    // cache may hold a session up to its bound without Redis: `revocation` tests that).
+    let alive = [
+        a.me(&first.access).await.status().as_u16(),
+        b.me(&second.access).await.status().as_u16(),
+    ];
+    assert_eq!(alive.iter().filter(|s| **s == 200).count(), 1, "{alive:?}");
+    Arc::into_inner(b).unwrap().finish().await;
+    Arc::into_inner(a).unwrap().finish().await;
 }
