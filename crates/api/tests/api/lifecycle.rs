@@ -571,13 +571,30 @@ async fn two_last_admins_deleting_themselves_at_once_leave_one(backend: Backend)
     let app = Arc::new(TestApp::spawn(backend).await);
     let first = app.admin_session("twin1").await;
     let second = app.admin_session("twin2").await;
+    self_deletions_race(&app, &app, &first, &second).await;
+    Arc::into_inner(app).unwrap().finish().await;
+}
+
+/// `first` deletes itself on `a` and `second` on `b`, barrier-started: exactly one wins
+/// (204, the other 403) and exactly one session lives on. Each is asked on the instance
+/// that served its deletion (another instance's liveness cache may hold a session up to its
+/// bound without Redis: `revocation` tests that).
+async fn self_deletions_race(
+    a: &Arc<TestApp>,
+    b: &Arc<TestApp>,
+    first: &Session,
+    second: &Session,
+) {
     let barrier = Arc::new(Barrier::new(2));
     let mut tasks = Vec::new();
-    for s in [first.access.clone(), second.access.clone()] {
-        let (app, barrier) = (app.clone(), barrier.clone());
+    for (app, token) in [
+        (a.clone(), first.access.clone()),
+        (b.clone(), second.access.clone()),
+    ] {
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            app.post_auth(DELETE_ME, &s, json!({"password": PASSWORD}))
+            app.post_auth(DELETE_ME, &token, json!({"password": PASSWORD}))
                 .await
                 .status()
                 .as_u16()
@@ -590,11 +607,10 @@ async fn two_last_admins_deleting_themselves_at_once_leave_one(backend: Backend)
     codes.sort_unstable();
     assert_eq!(codes, vec![204, 403]);
     let alive = [
-        app.me(&first.access).await.status().as_u16(),
-        app.me(&second.access).await.status().as_u16(),
+        a.me(&first.access).await.status().as_u16(),
+        b.me(&second.access).await.status().as_u16(),
     ];
     assert_eq!(alive.iter().filter(|s| **s == 200).count(), 1, "{alive:?}");
-    Arc::into_inner(app).unwrap().finish().await;
 }
 
 async fn export_has_the_contract_shape_and_no_secret(backend: Backend) {
@@ -800,34 +816,7 @@ async fn confirms_and_deletions_raced_across_two_instances(backend: Backend) {
 
     let first = a.admin_session("twin-a").await;
     let second = a.admin_session("twin-b").await;
-    let barrier = Arc::new(Barrier::new(2));
-    let mut tasks = Vec::new();
-    for (app, token) in [
-        (a.clone(), first.access.clone()),
-        (b.clone(), second.access.clone()),
-    ] {
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            app.post_auth(DELETE_ME, &token, json!({"password": PASSWORD}))
-                .await
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut codes = Vec::new();
-    for t in tasks {
-        codes.push(t.await.unwrap());
-    }
-    codes.sort_unstable();
-    assert_eq!(codes, vec![204, 403]);
-    // Each asked on the instance that served its deletion (the other instance's liveness
-    // cache may hold a session up to its bound without Redis: `revocation` tests that).
-    let alive = [
-        a.me(&first.access).await.status().as_u16(),
-        b.me(&second.access).await.status().as_u16(),
-    ];
-    assert_eq!(alive.iter().filter(|s| **s == 200).count(), 1, "{alive:?}");
+    self_deletions_race(&a, &b, &first, &second).await;
     Arc::into_inner(b).unwrap().finish().await;
     Arc::into_inner(a).unwrap().finish().await;
 }
