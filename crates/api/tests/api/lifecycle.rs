@@ -423,23 +423,7 @@ async fn concurrent_confirms_of_one_token_succeed_once(backend: Backend) {
     let token = app.change_token(&a, &new_email, 1).await;
     let verify = app.verify_token(&a.email, 1).await;
     for (path, token) in [(CHANGE_CONFIRM, token), (VERIFY, verify)] {
-        let barrier = Arc::new(Barrier::new(4));
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let (app, barrier, token) = (app.clone(), barrier.clone(), token.clone());
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
-                app.post_json(path, json!({"token": token}))
-                    .await
-                    .status()
-                    .as_u16()
-            }));
-        }
-        let mut codes = Vec::new();
-        for t in tasks {
-            codes.push(t.await.unwrap());
-        }
-        codes.sort_unstable();
+        let codes = confirm_race(&[&app], path, &token).await;
         // The verification token was sent to the old address: once the change committed it
         // is dead, so the verify race has no winner; the change race has exactly one.
         let expected = if path == CHANGE_CONFIRM {
@@ -787,24 +771,7 @@ async fn confirms_and_deletions_raced_across_two_instances(backend: Backend) {
     b.until_ready().await;
     let s = a.new_session("twoinst").await;
     let token = a.change_token(&s, &unique_email("twoinst-new"), 1).await;
-    let barrier = Arc::new(Barrier::new(4));
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let (barrier, token) = (barrier.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            app.post_json(CHANGE_CONFIRM, json!({"token": token}))
-                .await
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut codes = Vec::new();
-    for t in tasks {
-        codes.push(t.await.unwrap());
-    }
-    codes.sort_unstable();
+    let codes = confirm_race(&[&a, &b], CHANGE_CONFIRM, &token).await;
     assert_eq!(codes, vec![204, 400, 400, 400]);
     let changed = a
         .audit_events()
@@ -819,4 +786,28 @@ async fn confirms_and_deletions_raced_across_two_instances(backend: Backend) {
     self_deletions_race(&a, &b, &first, &second).await;
     Arc::into_inner(b).unwrap().finish().await;
     Arc::into_inner(a).unwrap().finish().await;
+}
+
+/// `token` posted to `path` four times at once, round-robin over `apps`; the statuses,
+/// sorted.
+async fn confirm_race(apps: &[&Arc<TestApp>], path: &'static str, token: &str) -> Vec<u16> {
+    let barrier = Arc::new(Barrier::new(4));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let app = apps[i % apps.len()].clone();
+        let (barrier, token) = (barrier.clone(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            app.post_json(path, json!({"token": token}))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes.sort_unstable();
+    codes
 }

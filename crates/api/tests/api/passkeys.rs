@@ -693,7 +693,90 @@ async fn the_export_lists_passkeys_without_key_material(backend: Backend) {
     app.finish().await;
 }
 
+/// §10: at most 20 passkeys per user. With 19 registered, two finishes of two ceremonies
+/// sent at once: exactly one 201 and one 409 `conflict`, and the list holds 20. A disabled
+/// account's passkey then signs in to nothing: 401 `invalid_credentials`.
+async fn the_cap_of_twenty_holds_under_racing_finishes_and_a_disabled_user_cannot_sign_in(
+    backend: Backend,
+) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+    let s = app.new_session("pkcap").await;
+    let mut first = Authenticator::new("ES256", 0);
+    app.pk_add(&s, &mut first).await;
+    for _ in 1..19 {
+        app.pk_add(&s, &mut Authenticator::new("ES256", 0)).await;
+    }
+    let mut finishes = Vec::new();
+    for _ in 0..2 {
+        let (id, options) = app.pk_register_start(&s).await;
+        let cred = register(
+            &options,
+            &mut Authenticator::new("ES256", 0),
+            &Opts::default(),
+        );
+        finishes.push((id, cred));
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let mut tasks = Vec::new();
+    for (id, cred) in finishes {
+        let (app, barrier, access) = (app.clone(), barrier.clone(), s.access.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let body = json!({"challengeId": id, "name": "racer", "credential": cred});
+            app.call(
+                Method::POST,
+                &format!("{PK}/register/finish"),
+                &access,
+                Some(body),
+            )
+            .await
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status() == 409 {
+            problem(r, 409, "conflict").await;
+            codes.push(409);
+        } else {
+            codes.push(r.status().as_u16());
+        }
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, vec![201, 409]);
+    let list: Value = app
+        .call(Method::GET, PK, &s.access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 20);
+
+    assert_eq!(
+        app.pk_login(&mut first, &Opts::default()).await.status(),
+        200
+    );
+    let admin = app.admin_session("pkcap-admin").await;
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{}", s.user_id),
+            &admin.access,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    problem(
+        app.pk_login(&mut first, &Opts::default()).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    std::sync::Arc::into_inner(app).unwrap().finish().await;
+}
+
 backend_tests!(
+    the_cap_of_twenty_holds_under_racing_finishes_and_a_disabled_user_cannot_sign_in,
     registers_and_signs_in_with_es256,
     the_export_lists_passkeys_without_key_material,
     every_refusal_is_refused,
