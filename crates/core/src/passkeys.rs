@@ -218,7 +218,7 @@ impl RelyingParty {
             .map_err(internal("building creation options"))?
             .attestation(AttestationConveyancePreference::None)
             .user_verification_policy(UserVerificationPolicy::Required)
-            .exclude_credentials(Some(exclude))
+            .exclude_credentials(Some(exclude.into_iter().map(Into::into).collect()))
             .credential_algorithms(vec![
                 COSEAlgorithm::ES256,
                 COSEAlgorithm::EDDSA,
@@ -301,8 +301,8 @@ impl RelyingParty {
             return None;
         }
         Some(Presented {
-            credential_id: parsed.raw_id.clone(),
-            user_handle: parsed.response.user_handle.clone(),
+            credential_id: parsed.raw_id.to_vec(),
+            user_handle: parsed.response.user_handle.as_ref().map(|h| h.to_vec()),
             credential: parsed,
         })
     }
@@ -314,13 +314,16 @@ impl RelyingParty {
         state: &str,
         stored: &str,
     ) -> Result<std::result::Result<Asserted, Refusal>> {
-        let state: AuthenticationState = serde_json::from_str(state).map_err(Error::internal)?;
+        let mut state: AuthenticationState =
+            serde_json::from_str(state).map_err(Error::internal)?;
         let mut credential: Credential = serde_json::from_str(stored).map_err(Error::internal)?;
-        let result = match self.core.authenticate_single_credential(
-            &presented.credential,
-            &state,
-            &credential,
-        ) {
+        // A discoverable sign-in names no credential up front: the one the caller looked up by
+        // the response's id is the only one this ceremony may verify against.
+        state.set_allowed_credentials(vec![credential.clone()]);
+        let result = match self
+            .core
+            .authenticate_credential(&presented.credential, &state)
+        {
             Ok(result) => result,
             Err(WebauthnError::CredentialPossibleCompromise) => {
                 return Ok(Err(Refusal::CounterRegressed));
@@ -359,6 +362,9 @@ pub fn parse_name(name: &str, field: &str) -> std::result::Result<String, FieldE
     }
     Ok(trimmed.to_owned())
 }
+
+#[cfg(test)]
+mod hostile;
 
 #[cfg(test)]
 mod tests {
@@ -426,7 +432,15 @@ mod tests {
             .iter()
             .map(|p| p["alg"].as_i64().unwrap())
             .collect();
-        assert!(algs.contains(&-7) && algs.contains(&-8), "{algs:?}");
+        // ES256, EdDSA (verified since the move to webauthn-rs-core 0.5 on OpenSSL), RS256.
+        assert_eq!(algs, [-7, -8, -257]);
+        assert!(
+            options["pubKeyCredParams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["type"] == "public-key")
+        );
         let challenge = options["challenge"].as_str().unwrap();
         assert!(challenge.len() >= 22 && !challenge.contains(['=', '+', '/']));
         let (request, _) = rp.start_login().unwrap();

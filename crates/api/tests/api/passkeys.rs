@@ -290,12 +290,10 @@ impl TestApp {
     }
 }
 
-async fn registers_and_signs_in_with_es256(backend: Backend) {
+async fn registers_and_signs_in_with_es256_and_eddsa(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let s = app.new_session("pk").await;
-    // EdDSA: offered in the options (contract §10), but webauthn-rs-core 0.6.2 cannot
-    // verify Ed25519 keys yet, so only ES256 is exercised end to end here.
-    for alg in ["ES256"; 2] {
+    for alg in ["ES256", "EdDSA"] {
         let mut a = Authenticator::new(alg, 0);
         let view = app.pk_add(&s, &mut a).await;
         assert_eq!(view["name"], "laptop");
@@ -775,9 +773,127 @@ async fn the_cap_of_twenty_holds_under_racing_finishes_and_a_disabled_user_canno
     std::sync::Arc::into_inner(app).unwrap().finish().await;
 }
 
+/// The refusals that depend on the key type, for an EdDSA credential: a tampered Ed25519
+/// signature, a signature by another Ed25519 key over the same data, and a counter that did
+/// not grow (401 `invalid_credentials`, audited once); the next good one still signs in.
+async fn eddsa_refusals_tampered_signature_and_counter_regression(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = app.new_session("pked").await;
+    let mut a = Authenticator::new("EdDSA", 5);
+    app.pk_add(&s, &mut a).await;
+    let tampered = Opts {
+        tamper: true,
+        ..Opts::default()
+    };
+    problem(
+        app.pk_login(&mut a, &tampered).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    // Same credential id and user handle, another Ed25519 key.
+    let mut impostor = Authenticator::new("EdDSA", 100);
+    impostor.id = a.id.clone();
+    impostor.user_handle = a.user_handle.clone();
+    problem(
+        app.pk_login(&mut impostor, &Opts::default()).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let regressed = |events: &[(String, Option<String>)]| {
+        events
+            .iter()
+            .filter(|(a, _)| a == "auth.passkey_counter_regressed")
+            .count()
+    };
+    assert_eq!(regressed(&sqlx_events(&app).await), 0);
+    assert_eq!(app.pk_login(&mut a, &Opts::default()).await.status(), 200);
+    let stale = Opts {
+        counter: Some(a.counter),
+        ..Opts::default()
+    };
+    problem(
+        app.pk_login(&mut a, &stale).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(regressed(&sqlx_events(&app).await), 1);
+    assert_eq!(app.pk_login(&mut a, &Opts::default()).await.status(), 200);
+    app.finish().await;
+}
+
+/// Two instances of one deployment (shared database, keys and data key): for ES256 and
+/// EdDSA, registration started on A finishes on B and sign-in started on A finishes on B,
+/// with the session good on both; a challenge consumed on A cannot be replayed on B (401
+/// `unauthenticated` for sign-in, 400 for registration), nor one consumed on B on A.
+async fn ceremonies_started_on_one_instance_finish_on_another(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let b = a.sibling(backend, &[]).await;
+    b.until_ready().await;
+    let s = a.new_session("pk2i").await;
+    for alg in ["ES256", "EdDSA"] {
+        let mut key = Authenticator::new(alg, 0);
+        let (id, options) = a.pk_register_start(&s).await;
+        let cred = register(&options, &mut key, &Opts::default());
+        let r = b.pk_register_finish(&s, &id, cred).await;
+        assert_eq!(r.status(), 201, "{alg}");
+        // The registration challenge is spent on B: A refuses it, even for a new key.
+        let other = register(&options, &mut Authenticator::new(alg, 0), &Opts::default());
+        let body = problem(
+            a.pk_register_finish(&s, &id, other).await,
+            400,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], "credential");
+
+        let (id, options) = a.pk_login_start().await;
+        let cred = assertion(&options, &mut key, &Opts::default());
+        let r = b.pk_login_finish(&id, &cred).await;
+        assert_eq!(r.status(), 200, "{alg}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["user"]["id"].as_str().unwrap(), s.user_id);
+        let token = body["accessToken"].as_str().unwrap();
+        for app in [&a, &b] {
+            assert_eq!(app.get_auth("/api/v1/users/me", token).await.status(), 200);
+        }
+        problem(a.pk_login_finish(&id, &cred).await, 401, "unauthenticated").await;
+
+        // Consumed on A, replayed on B.
+        let (id, options) = a.pk_login_start().await;
+        let cred = assertion(&options, &mut key, &Opts::default());
+        assert_eq!(a.pk_login_finish(&id, &cred).await.status(), 200);
+        problem(b.pk_login_finish(&id, &cred).await, 401, "unauthenticated").await;
+        let (id, options) = a.pk_register_start(&s).await;
+        let [first, second] =
+            [0, 1].map(|_| register(&options, &mut Authenticator::new(alg, 0), &Opts::default()));
+        assert_eq!(a.pk_register_finish(&s, &id, first).await.status(), 201);
+        let body = problem(
+            b.pk_register_finish(&s, &id, second).await,
+            400,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], "credential");
+    }
+    let list: Value = b
+        .call(Method::GET, PK, &s.access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
+    b.finish().await;
+    a.finish().await;
+}
+
 backend_tests!(
     the_cap_of_twenty_holds_under_racing_finishes_and_a_disabled_user_cannot_sign_in,
-    registers_and_signs_in_with_es256,
+    registers_and_signs_in_with_es256_and_eddsa,
+    eddsa_refusals_tampered_signature_and_counter_regression,
+    ceremonies_started_on_one_instance_finish_on_another,
     the_export_lists_passkeys_without_key_material,
     every_refusal_is_refused,
     removing_a_passkey_ends_its_sessions,
