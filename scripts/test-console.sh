@@ -54,7 +54,9 @@ for db in ${CONSOLE_DBS:-sqlite postgres}; do
   dir="$tmp/$db"
   mkdir -p "$dir/outbox"
   port="$(rampart_port)"
-  base="http://127.0.0.1:$port"
+  # `localhost`, not 127.0.0.1: WebAuthn refuses an IP address as relying party ID, and the
+  # RP ID defaults to the public URL's host (the server still binds 127.0.0.1 only).
+  base="http://localhost:$port"
   case "$db" in
     sqlite) url="sqlite://$dir/rampart.db" ;;
     postgres)
