@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+import urllib.request
 import uuid
 
 import pyotp
@@ -123,6 +124,20 @@ SHOTS = []
 OPEN = []
 
 
+IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+             "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1")
+
+
+def api_login(base, email_addr, password, user_agent):
+    """A sign-in through the API alone, as another device would make it."""
+    req = urllib.request.Request(
+        f"{base}/api/v1/auth/login", method="POST",
+        data=json.dumps({"email": email_addr, "password": password}).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": user_agent})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200, resp.status
+
+
 def fresh_email(tag):
     return f"{tag}.{uuid.uuid4().hex[:10]}@example.org"
 
@@ -211,8 +226,13 @@ def flow_sign_up_totp_reset(browser, args):
     refresh = [k for k in cookies if k["name"].endswith("rampart_refresh")]
     assert refresh and refresh[0]["httpOnly"] and refresh[0]["path"] == "/api/v1/auth", cookies
 
+    # A second session, from a phone: the list names each device as a person would.
+    api_login(args.base, addr, PASSWORD, IPHONE_UA)
     c.go("/account/sessions")
     expect(page.get_by_text("this device")).to_be_visible()
+    expect(page.locator("ul.rows li")).to_have_count(2)
+    expect(page.locator("ul.rows li").filter(has_text="this device")).to_contain_text("Chrome on Linux")
+    expect(page.locator("ul.rows li").filter(has_text="Safari on iOS")).to_have_count(1)
     c.check("11-account-sessions")
     c.go("/account/passkeys")
     expect(page.get_by_role("heading", name="Your passkeys")).to_be_visible()
