@@ -16,6 +16,7 @@ import sys
 import requests
 from playwright.sync_api import expect, sync_playwright
 
+sys.dont_write_bytecode = True  # no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the browser tests' Console helper and Chromium flags)
 
