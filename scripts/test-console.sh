@@ -9,6 +9,8 @@
 #   scripts/test-console.sh [path/to/rampart]
 #   TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres)
 #   CONSOLE_DBS="sqlite postgres" (default both)
+#   CONSOLE_DOCS_SHOTS=docs/console: instead of the tests, take docs/console.md's
+#     screenshots there (tests/console/docs_shots.py; use with CONSOLE_DBS=sqlite)
 #
 # Installs what is missing: `chromium` (apt-get) and `playwright` and `pyotp` (pip).
 set -euo pipefail
@@ -54,7 +56,9 @@ for db in ${CONSOLE_DBS:-sqlite postgres}; do
   dir="$tmp/$db"
   mkdir -p "$dir/outbox"
   port="$(rampart_port)"
-  base="http://127.0.0.1:$port"
+  # `localhost`, not 127.0.0.1: WebAuthn refuses an IP address as relying party ID, and the
+  # RP ID defaults to the public URL's host (the server still binds 127.0.0.1 only).
+  base="http://localhost:$port"
   case "$db" in
     sqlite) url="sqlite://$dir/rampart.db" ;;
     postgres)
@@ -81,9 +85,15 @@ for db in ${CONSOLE_DBS:-sqlite postgres}; do
   rampart_start "$BIN" "$dir" "$dir/server.log" "${server_env[@]}"
   rampart_wait_ready "$base" "$dir/server.log"
   status=0
-  python3 tests/console/run.py --base "$base" --outbox "$dir/outbox" \
-    --admin-email "$admin_email" --admin-password "$admin_password" \
-    --shots "$shots_root/$db" || status=$?
+  if [ -n "${CONSOLE_DOCS_SHOTS:-}" ]; then
+    python3 tests/console/docs_shots.py --base "$base" --outbox "$dir/outbox" \
+      --admin-email "$admin_email" --admin-password "$admin_password" \
+      --shots "$shots_root/docs-$db" --out "$CONSOLE_DOCS_SHOTS" || status=$?
+  else
+    python3 tests/console/run.py --base "$base" --outbox "$dir/outbox" \
+      --admin-email "$admin_email" --admin-password "$admin_password" \
+      --shots "$shots_root/$db" || status=$?
+  fi
   rampart_stop
   if grep -q '"level":"ERROR"\|ERROR' "$dir/server.log"; then
     echo "the server logged errors:" >&2

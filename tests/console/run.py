@@ -13,10 +13,12 @@ import argparse
 import email
 import email.policy
 import glob
+import json
 import os
 import re
 import sys
 import time
+import urllib.request
 import uuid
 
 import pyotp
@@ -100,6 +102,15 @@ class Console:
             page.get_by_role("button", name="Verify").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Profile")
 
+    def sign_up(self, name, email_addr, password):
+        self.open("/sign-up")
+        page = self.page
+        page.get_by_label("Name").fill(name)
+        page.get_by_label("Email").fill(email_addr)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Create account").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Profile")
+
     def sign_out(self):
         self.page.get_by_role("button", name="Sign out").click()
         expect(self.page.get_by_role("heading", level=1)).to_have_text("Sign in")
@@ -111,6 +122,20 @@ class Console:
 
 SHOTS = []
 OPEN = []
+
+
+IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+             "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1")
+
+
+def api_login(base, email_addr, password, user_agent):
+    """A sign-in through the API alone, as another device would make it."""
+    req = urllib.request.Request(
+        f"{base}/api/v1/auth/login", method="POST",
+        data=json.dumps({"email": email_addr, "password": password}).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": user_agent})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200, resp.status
 
 
 def fresh_email(tag):
@@ -201,8 +226,13 @@ def flow_sign_up_totp_reset(browser, args):
     refresh = [k for k in cookies if k["name"].endswith("rampart_refresh")]
     assert refresh and refresh[0]["httpOnly"] and refresh[0]["path"] == "/api/v1/auth", cookies
 
+    # A second session, from a phone: the list names each device as a person would.
+    api_login(args.base, addr, PASSWORD, IPHONE_UA)
     c.go("/account/sessions")
     expect(page.get_by_text("this device")).to_be_visible()
+    expect(page.locator("ul.rows li")).to_have_count(2)
+    expect(page.locator("ul.rows li").filter(has_text="this device")).to_contain_text("Chrome on Linux")
+    expect(page.locator("ul.rows li").filter(has_text="Safari on iOS")).to_have_count(1)
     c.check("11-account-sessions")
     c.go("/account/passkeys")
     expect(page.get_by_role("heading", name="Your passkeys")).to_be_visible()
@@ -338,6 +368,151 @@ def flow_admin(browser, args):
     admin.close()
 
 
+def flow_passkeys(browser, args):
+    """A passkey added through Chromium's virtual authenticator (CDP WebAuthn domain) →
+    sign out → sign in with it from the sign-in page's passkey button."""
+    c = Console(browser, args, "passkey")
+    page = c.page
+    cdp = c.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    authenticator = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True,
+    }})["authenticatorId"]
+    addr = fresh_email("passkey")
+    c.sign_up("Pia Passkey", addr, PASSWORD)
+    c.go("/account/passkeys")
+    expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+    page.get_by_label("Name for this passkey").fill("Test laptop")
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.locator("#toast")).to_contain_text("Passkey added")
+    expect(page.locator("ul.rows li strong")).to_have_text(["Test laptop"])
+    creds = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert len(creds) == 1 and creds[0]["isResidentCredential"], creds
+    c.check("30-passkey-added")
+
+    c.sign_out()
+    # The passkey button alone: no email, no password.
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Profile")
+    expect(page.locator("dl.facts")).to_contain_text(addr)
+    after = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert after[0]["signCount"] > creds[0]["signCount"], (creds, after)
+    c.go("/account/passkeys")
+    expect(page.locator("ul.rows li .meta")).not_to_contain_text("last used never")
+    c.check("31-passkey-signed-in")
+
+    # An authenticator that cannot verify the user: the browser refuses, the page says so.
+    c.sign_out()
+    cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False})
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page.get_by_role("alert").filter(has_text="cancelled")).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    c.check("32-passkey-cancelled")
+    cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": True})
+
+    # Removed on the server (the session it opened ends with it), kept by the authenticator:
+    # the server refuses it and the page says why in a sentence.
+    c.sign_in(addr, PASSWORD)
+    c.go("/account/passkeys")
+    page.get_by_role("button", name="Remove").click()
+    expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+    c.sign_out()
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page.get_by_role("alert").filter(has_text="not accepted")).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    c.check("33-passkey-removed-refused")
+    cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": authenticator})
+    c.close()
+
+
+def flow_email_export_delete(browser, args):
+    """Verify the address from the mailed link → change it (link from the .eml to the new
+    address) → export (a JSON download with the user's email and no secret) → delete the
+    account (password asked) → signed out, and sign-in refused."""
+    c = Console(browser, args, "lifecycle")
+    page = c.page
+    addr = fresh_email("life")
+    c.sign_up("Lea Lifecycle", addr, PASSWORD)
+    expect(page.locator("dl.facts")).to_contain_text("not verified")
+
+    link = wait_for_link(args.outbox, addr, "verify-email")
+    page.goto(re.sub(r"^https?://[^/]+", args.base, link))
+    c.ready()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Verify your email")
+    expect(page.locator(".success")).to_contain_text("verified")
+    assert "token" not in page.url, f"the token stayed in the address bar: {page.url}"
+    c.check("40-email-verified")
+    c.go("/account")
+    expect(page.locator("dl.facts .badge")).to_have_text("verified")
+
+    new_addr = fresh_email("moved")
+    page.get_by_label("New email").fill(new_addr)
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_role("button", name="Change email").click()
+    expect(page.get_by_role("status").filter(has_text="Check the new address")).to_be_visible()
+    c.check("41-email-change-sent")
+    link = wait_for_link(args.outbox, new_addr, "confirm-email")
+    page.goto(re.sub(r"^https?://[^/]+", args.base, link))
+    c.ready()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your new email")
+    expect(page.locator(".success")).to_contain_text("has been changed")
+    assert "token" not in page.url, f"the token stayed in the address bar: {page.url}"
+    c.check("42-email-changed")
+    c.go("/account")
+    expect(page.locator("dl.facts")).to_contain_text(new_addr)
+    expect(page.locator("dl.facts")).not_to_contain_text(addr)
+    expect(page.locator("dl.facts .badge")).to_have_text("verified")
+    # The old address no longer signs in; the new one does.
+    c.sign_out()
+    page.get_by_label("Email").fill(addr)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("alert").first).to_contain_text("email or password is not right")
+    c.sign_in(new_addr, PASSWORD)
+
+    c.go("/account/data")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download my data").click()
+    download = info.value
+    assert download.suggested_filename == "rampart-export.json", download.suggested_filename
+    with open(download.path(), encoding="utf-8") as f:
+        raw = f.read()
+    exported = json.loads(raw)
+    assert exported["user"]["email"] == new_addr, exported["user"]
+    assert {"exportedAt", "sessions", "passkeys", "notes", "auditEvents"} <= exported.keys(), exported.keys()
+    assert exported["sessions"], "the export lists no session"
+    actions = {e.get("action") for e in exported["auditEvents"]}
+    assert {"auth.register", "auth.email_verified", "user.email_changed"} <= actions, actions
+    for secret in ("password_hash", "passwordHash", "$argon2", "refreshToken", "accessToken", "tokenHash", "token_hash"):
+        assert secret not in raw, f"the export contains {secret}"
+    assert PASSWORD not in raw, "the export contains the password"
+    expect(page.locator("#toast")).to_contain_text("downloaded")
+    c.check("43-export-downloaded")
+
+    # Deletion asks for the password: a wrong one is refused and nothing happens.
+    delete_password = page.locator("form:has(button:text('Delete my account')) input[name=password]")
+    delete_password.fill("not my password at all")
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.get_by_role("alert").filter(has_text="not right")).to_be_visible()
+    c.check("44-delete-wrong-password")
+    delete_password.fill(PASSWORD)
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    expect(page.locator("#toast")).to_contain_text("deleted")
+    c.check("45-account-deleted")
+    page.reload()
+    c.ready()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    page.get_by_label("Email").fill(new_addr)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("alert").first).to_contain_text("email or password is not right")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    c.close()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
@@ -348,7 +523,7 @@ def main():
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     os.makedirs(args.shots, exist_ok=True)
-    flows = [flow_public_pages, flow_sign_up_totp_reset, flow_admin]
+    flows = [flow_public_pages, flow_sign_up_totp_reset, flow_passkeys, flow_email_export_delete, flow_admin]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         try:

@@ -188,6 +188,7 @@ export async function passkeys(root, _q, app) {
     onsubmit: async (v) => {
       await passkeyRegister(v.password, v.name);
       add.inputs.password.value = "";
+      add.inputs.name.value = "My passkey";
       toast("Passkey added.");
       await load();
     },
@@ -233,7 +234,8 @@ export async function sessions(root) {
 function describeAgent(ua) {
   if (!ua) return "Unknown device";
   const browser = /Firefox\//.test(ua) ? "Firefox" : /Edg\//.test(ua) ? "Edge" : /Chrom(e|ium)\//.test(ua) ? "Chrome" : /Safari\//.test(ua) ? "Safari" : /curl|python|reqwest/i.test(ua) ? "API client" : "Browser";
-  const os = /Windows/.test(ua) ? "Windows" : /Mac OS X/.test(ua) ? "macOS" : /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Linux/.test(ua) ? "Linux" : "";
+  // iOS before macOS and Android before Linux: their agents name the other too.
+  const os = /Windows/.test(ua) ? "Windows" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" : /Android/.test(ua) ? "Android" : /Linux/.test(ua) ? "Linux" : "";
   return os ? `${browser} on ${os}` : browser;
 }
 

@@ -66,7 +66,9 @@ export async function signIn(root, _query, app) {
     } catch (problem) {
       passkeyAlert.textContent = problem && problem.name === "NotAllowedError"
         ? "The passkey request was cancelled."
-        : message(problem);
+        : problem && problem.code === "invalid_credentials"
+          ? "That passkey was not accepted. It may have been removed from your account: sign in with your password."
+          : message(problem);
       passkeyAlert.hidden = false;
     }
   });
@@ -166,7 +168,7 @@ export async function reset(root, query) {
   root.append(h("div", { class: "narrow" }, card("New password", f.el, done)));
 }
 
-async function tokenPage(root, query, { path, body, ok, title }) {
+async function tokenPage(root, query, app, { path, body, ok, title }) {
   const token = takeToken(query);
   const status = h("p", { role: "status" }, token ? "Checking the link…" : "This page needs the link from your email.");
   root.append(h("div", { class: "narrow" }, card(title, status, h("p", { class: "links" }, h("a", { href: "#/account" }, "Go to your account")))));
@@ -175,6 +177,14 @@ async function tokenPage(root, query, { path, body, ok, title }) {
     await api.call("POST", path, body(token), { auth: api.signedIn() });
     status.className = "success";
     status.textContent = ok;
+    // A signed-in console shows the address and its state as they now are.
+    if (app.session.user) {
+      try {
+        await app.loadSession();
+      } catch {
+        // The account pages load it again when they open.
+      }
+    }
   } catch (problem) {
     status.className = "alert";
     status.textContent = problem.code === "validation_failed"
@@ -183,8 +193,8 @@ async function tokenPage(root, query, { path, body, ok, title }) {
   }
 }
 
-export function verifyEmail(root, query) {
-  return tokenPage(root, query, {
+export function verifyEmail(root, query, app) {
+  return tokenPage(root, query, app, {
     path: "/api/v1/auth/email/verify/confirm",
     body: (token) => ({ token }),
     ok: "Your email address is verified.",
@@ -192,8 +202,8 @@ export function verifyEmail(root, query) {
   });
 }
 
-export function confirmEmail(root, query) {
-  return tokenPage(root, query, {
+export function confirmEmail(root, query, app) {
+  return tokenPage(root, query, app, {
     path: "/api/v1/auth/email/change/confirm",
     body: (token) => ({ token }),
     ok: "Your email address has been changed. Other sessions were signed out.",
