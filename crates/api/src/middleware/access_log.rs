@@ -11,10 +11,10 @@
 //! on the request's `tracing` span, so every log line of the request carries it. The span
 //! never holds the path, the query, a header or a body.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::trace::{FutureExt, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
@@ -29,7 +29,13 @@ use crate::telemetry::{self, HTTP_DURATION, HTTP_REQUESTS};
 #[derive(Clone)]
 pub(crate) struct RouteTemplate(pub(crate) MatchedPath);
 
-pub async fn layer(req: Request, next: Next) -> Response {
+/// Serves `req` with `inner` inside the request's span (and OpenTelemetry server span),
+/// then records the metrics and logs the access line.
+pub(crate) async fn around<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let request_id = req
         .extensions()
@@ -53,7 +59,7 @@ pub async fn layer(req: Request, next: Next) -> Response {
             .start_with_context(tracer, &parent);
         parent.with_span(server)
     });
-    let call = next.run(req).instrument(span.clone());
+    let call = inner(req).instrument(span.clone());
     let response = match &otel {
         Some(cx) => {
             let trace_id = cx.span().span_context().trace_id();
