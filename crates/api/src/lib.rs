@@ -146,13 +146,15 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
         max_body_bytes: config.max_body_bytes,
     };
 
-    let security = middleware::security_headers::SecurityHeaders {
-        hsts: config.is_production(),
-    };
-    let cors = middleware::cors::Cors {
-        allowed: Arc::new(config.allowed_origins.clone()),
-    };
-    let proxies = middleware::client_ip::TrustedProxies(Arc::new(config.trusted_proxies.clone()));
+    let edge = Arc::new(middleware::edge::Edge {
+        security: middleware::security_headers::SecurityHeaders {
+            hsts: config.is_production(),
+        },
+        proxies: middleware::client_ip::TrustedProxies(Arc::new(config.trusted_proxies.clone())),
+        cors: middleware::cors::Cors {
+            allowed: Arc::new(config.allowed_origins.clone()),
+        },
+    });
 
     Ok(router
         // Outermost of the route layers, so nothing a route carries runs before it. It
@@ -170,19 +172,9 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
             config.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(mw::from_fn_with_state(cors, middleware::cors::layer))
-        .layer(mw::from_fn(middleware::limits::uri_length))
-        .layer(mw::from_fn(middleware::access_log::layer))
-        .layer(mw::from_fn_with_state(
-            proxies,
-            middleware::client_ip::layer,
-        ))
-        .layer(mw::from_fn(middleware::problem::layer))
-        .layer(mw::from_fn_with_state(
-            security,
-            middleware::security_headers::layer,
-        ))
-        .layer(mw::from_fn(middleware::request_id::layer)))
+        // Request id, security headers, problem documents, client address, access log,
+        // 414 and CORS, in that order (outermost first): see `middleware::edge`.
+        .layer(mw::from_fn_with_state(edge, middleware::edge::layer)))
 }
 
 /// The OpenAPI document of every route, as `/openapi.json` serves it.

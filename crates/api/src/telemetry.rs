@@ -6,23 +6,8 @@
 //! Without a recorder installed (`RAMPART_METRICS_BIND` unset, or in-process tests) each
 //! `metrics::` call is a no-op.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use axum::http::HeaderMap;
 use rampart_core::Error;
-
-static TRACES: AtomicBool = AtomicBool::new(false);
-
-/// Called once by the binary when it installed the OpenTelemetry exporter and the W3C
-/// propagator: request spans then continue `traceparent` and carry `trace_id`.
-pub fn enable_traces() {
-    TRACES.store(true, Ordering::Relaxed);
-}
-
-/// Whether traces are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` was set at start).
-pub fn traces_enabled() -> bool {
-    TRACES.load(Ordering::Relaxed)
-}
 
 /// The context an incoming `traceparent` (and `tracestate`) names, through the globally
 /// installed propagator; an empty context when there is none or it is malformed.

@@ -27,6 +27,7 @@ mod crypto;
 mod http;
 mod load;
 mod server;
+mod sink;
 mod stats;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ enum Command {
     Load(LoadArgs),
     /// Every figure of the performance issue, with its target, on PostgreSQL and SQLite.
     All(all::AllArgs),
+    /// An OTLP/HTTP trace receiver that discards spans (for the traces overhead figures).
+    OtlpSink(sink::SinkArgs),
     /// The bare axum + sqlx `/users/me` baseline (started by `all`; no safety at all).
     #[command(hide = true)]
     BareServer(bare::BareArgs),
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::All(args) => all::run(&args),
         Command::BareServer(args) => bare::run(&args),
+        Command::OtlpSink(args) => sink::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ pub mod fields;
 pub mod keys;
 pub mod mail;
 pub mod net;
+pub mod otel;
 pub mod passkeys;
 pub mod passwords;
 pub mod rbac;

@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 
 use anyhow::anyhow;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -558,10 +557,16 @@ pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// under contention.
 pub const HASH_THREAD_NICE_OFFSET: i32 = 10;
 
-/// The `password.hash` span around a pool job (DEBUG, target `rampart::trace`: off unless
-/// traces are exported), naming the `operation` (`hash` or `verify`) only.
-fn hash_span(operation: &'static str) -> tracing::Span {
-    tracing::debug_span!(target: "rampart::trace", "password.hash", operation)
+/// Runs a pool job in an internal `password.hash` span (contract §12; only when traces are
+/// exported), naming the `operation` (`hash` or `verify`) only.
+async fn in_hash_span<F: std::future::Future>(operation: &'static str, job: F) -> F::Output {
+    crate::otel::in_span(
+        "password.hash",
+        opentelemetry::trace::SpanKind::Internal,
+        || vec![opentelemetry::KeyValue::new("operation", operation)],
+        job,
+    )
+    .await
 }
 
 /// Gauge: hash jobs waiting for a thread (contract §12).
@@ -717,9 +722,7 @@ impl HashPool {
     /// capacity.
     pub async fn hash(&self, password: String) -> Result<String> {
         let password = Zeroizing::new(password);
-        self.run(move |worker| worker.hash(&password))
-            .instrument(hash_span("hash"))
-            .await?
+        in_hash_span("hash", self.run(move |worker| worker.hash(&password))).await?
     }
 
     /// [`PasswordHasher::verify`] on the pool; with no stored hash (`None`), runs
@@ -727,15 +730,14 @@ impl HashPool {
     /// `Error::Unavailable` when the pool is at capacity.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<Verification> {
         let password = Zeroizing::new(password);
-        self.run(move |worker| match phc {
+        let job = self.run(move |worker| match phc {
             Some(phc) => worker.verify(&password, &phc),
             None => {
                 worker.verify_dummy(&password);
                 Verification::Invalid
             }
-        })
-        .instrument(hash_span("verify"))
-        .await
+        });
+        in_hash_span("verify", job).await
     }
 
     async fn run<T: Send + 'static>(

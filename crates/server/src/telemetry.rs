@@ -8,9 +8,10 @@
 //! Traces: only with `OTEL_EXPORTER_OTLP_ENDPOINT` set (the standard `OTEL_*` variables
 //! configure the rest: `OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_PROTOCOL` — `http/protobuf`
 //! only —, `OTEL_TRACES_SAMPLER`/`_ARG`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`). Unset, no OpenTelemetry
-//! layer is installed and the DEBUG spans around database, Redis and hashing calls (target
-//! `rampart::trace`) are disabled at their call sites by the log filter: no cost.
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`). The spans are made with the
+//! OpenTelemetry API directly ([`rampart_core::otel`]), not bridged from `tracing` spans,
+//! which cost several times more per request. Unset, no tracer is installed and each span
+//! site is one branch: no cost.
 //!
 //! Metrics: only with `RAMPART_METRICS_BIND` set, served by [`serve_metrics`] on that
 //! listener alone.
@@ -61,45 +62,33 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         None => None,
     };
     // One global filter (per-layer filters lost events here: a Filtered layer's state
-    // leaked between events on PostgreSQL start-up). With traces on it also enables the
-    // DEBUG spans of `rampart::trace`; the log layer then lists every span of an event
-    // (`spans`), so a line logged inside a database span still has the request's
-    // `request_id` and `trace_id`.
-    let level = EnvFilter::try_new(&config.log_level)
-        .map(|_| config.log_level.clone())
-        .unwrap_or_else(|_| "info".to_owned());
-    let directives = match provider {
-        Some(_) => format!("{level},{}=debug", rampart_store::db::TRACE_TARGET),
-        None => level,
-    };
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // leaked between events on PostgreSQL start-up).
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stdout)
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(provider.is_some())
+            .with_span_list(false)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stdout)
             .boxed(),
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("rampart")));
     let result = tracing_subscriber::registry()
         .with(fmt)
-        .with(otel)
         .with(filter)
         .try_init();
     if let Err(e) = result {
         eprintln!("rampart: logging already initialised: {e}");
-    } else if provider.is_some() {
+    } else if let Some(provider) = &provider {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
-        rampart_api::telemetry::enable_traces();
+        rampart_core::otel::install(opentelemetry::global::BoxedTracer::new(Box::new(
+            provider.tracer("rampart"),
+        )));
     }
     Ok(Telemetry { provider })
 }

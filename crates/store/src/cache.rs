@@ -19,7 +19,6 @@
 //! decide what a failure means (see `docs/deployment.md`).
 
 use std::time::Duration;
-use tracing::Instrument;
 
 use anyhow::Context;
 use futures_util::{Stream, StreamExt};
@@ -99,16 +98,22 @@ impl std::fmt::Debug for Redis {
     }
 }
 
-/// A `redis` client span naming the command only (never a key or a value: keys hold
-/// client addresses and user ids).
-fn redis_span(command: &'static str) -> tracing::Span {
-    tracing::debug_span!(
-        target: "rampart::trace",
+/// Runs `call` in a `redis` client span naming the command only (never a key or a value:
+/// keys hold client addresses and user ids); only when traces are exported.
+async fn in_redis_span<F: std::future::Future>(command: &'static str, call: F) -> F::Output {
+    use opentelemetry::KeyValue;
+    rampart_core::otel::in_span(
         "redis",
-        otel.kind = "client",
-        db.system.name = "redis",
-        db.operation.name = command
+        opentelemetry::trace::SpanKind::Client,
+        || {
+            vec![
+                KeyValue::new("db.system.name", "redis"),
+                KeyValue::new("db.operation.name", command),
+            ]
+        },
+        call,
     )
+    .await
 }
 
 /// Gauge: 1 when Redis answered the last check (at each scrape), 0 when not (contract §12).
@@ -146,9 +151,7 @@ impl Redis {
 
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .instrument(redis_span("PING"))
+        let pong: String = in_redis_span("PING", redis::cmd("PING").query_async(&mut conn))
             .await
             .map_err(|e| failure("Redis did not answer PING", &e))?;
         anyhow::ensure!(pong == "PONG", "Redis answered PING unexpectedly");
@@ -171,9 +174,7 @@ impl Redis {
                 .arg(period_us);
         }
         let mut conn = self.manager.clone();
-        let wait_us: i64 = invocation
-            .invoke_async(&mut conn)
-            .instrument(redis_span("EVALSHA"))
+        let wait_us: i64 = in_redis_span("EVALSHA", invocation.invoke_async(&mut conn))
             .await
             .map_err(|e| failure("Redis rate-limit script failed", &e))?;
         Ok((wait_us > 0).then(|| Duration::from_micros(wait_us.unsigned_abs())))
@@ -186,11 +187,9 @@ impl Redis {
     /// Tells every instance (this one included) to forget what `message` names.
     pub async fn publish_invalidation(&self, message: &str) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
-        let _receivers: i64 = redis::cmd("PUBLISH")
-            .arg(self.channel())
-            .arg(message)
-            .query_async(&mut conn)
-            .instrument(redis_span("PUBLISH"))
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.channel()).arg(message);
+        let _receivers: i64 = in_redis_span("PUBLISH", publish.query_async(&mut conn))
             .await
             .map_err(|e| failure("Redis PUBLISH failed", &e))?;
         Ok(())

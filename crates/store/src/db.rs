@@ -68,26 +68,21 @@ const PING: &str = "SELECT 1";
 /// Gauge of the pool's connections by `state`: `idle`, `in_use` and `max` (contract §12).
 pub const POOL_CONNECTIONS: &str = "rampart_db_pool_connections";
 
-/// The target of the spans around database, Redis and hashing calls. They are DEBUG spans:
-/// the log filter leaves them off, so they cost nothing unless the trace exporter's layer
-/// asks for them (`OTEL_EXPORTER_OTLP_ENDPOINT` set; see the server's telemetry module).
-pub const TRACE_TARGET: &str = "rampart::trace";
-
-/// Runs one database call (`with_pool!`/`with_tx!` body) in a `db.query` client span.
-/// The span holds the backend only: never the statement's values.
+/// Runs one database call (`with_pool!`/`with_tx!` body) in a `db.query` client span
+/// (only when traces are exported: [`rampart_core::otel`]). The span holds the backend
+/// only: never the statement's values.
 pub async fn traced<F: std::future::Future>(backend: Backend, call: F) -> F::Output {
-    use tracing::Instrument;
     let system = match backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgresql",
     };
-    let span = tracing::debug_span!(
-        target: "rampart::trace",
+    rampart_core::otel::in_span(
         "db.query",
-        otel.kind = "client",
-        db.system.name = system
-    );
-    call.instrument(span).await
+        opentelemetry::trace::SpanKind::Client,
+        || vec![opentelemetry::KeyValue::new("db.system.name", system)],
+        call,
+    )
+    .await
 }
 
 /// PostgreSQL: the isolation level the stores' logic is written for, stated rather than

@@ -5,19 +5,21 @@
 //!
 //! The same layer records the HTTP metrics (contract §12; labels from fixed sets: the
 //! method or `other`, the route template or `unmatched`, the status) and, when traces are
-//! exported ([`crate::telemetry::traces_enabled`]), makes the request span the server span
-//! `METHOD route`, continuing an incoming W3C `traceparent`, with its `trace_id` in every
-//! log line of the request. The span never holds the path, the query, a header or a body.
+//! exported ([`rampart_core::otel::tracer`]), opens the OpenTelemetry server span
+//! `METHOD route`, continuing an incoming W3C `traceparent`, attaches it to the request's
+//! future (database, Redis and hashing spans become its children) and puts its `trace_id`
+//! on the request's `tracing` span, so every log line of the request carries it. The span
+//! never holds the path, the query, a header or a body.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{FutureExt, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
 use tracing::Instrument;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::extract::{ClientIp, RequestId};
 use crate::telemetry::{self, HTTP_DURATION, HTTP_REQUESTS};
@@ -27,7 +29,13 @@ use crate::telemetry::{self, HTTP_DURATION, HTTP_REQUESTS};
 #[derive(Clone)]
 pub(crate) struct RouteTemplate(pub(crate) MatchedPath);
 
-pub async fn layer(req: Request, next: Next) -> Response {
+/// Serves `req` with `inner` inside the request's span (and OpenTelemetry server span),
+/// then records the metrics and logs the access line.
+pub(crate) async fn around<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let request_id = req
         .extensions()
@@ -40,20 +48,26 @@ pub async fn layer(req: Request, next: Next) -> Response {
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     let method = req.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        trace_id = Empty,
-        otel.kind = "server",
-    );
-    let traced = telemetry::traces_enabled();
-    if traced {
+    let span = tracing::info_span!("request", request_id = %request_id, trace_id = Empty);
+    // The server span starts before the route is known (for its trace id) and is named
+    // when the response is: `update_name` below.
+    let otel = rampart_core::otel::tracer().map(|tracer| {
         let parent = telemetry::incoming_context(req.headers());
-        let _ = span.set_parent(parent);
-        let trace_id = span.context().span().span_context().trace_id();
-        span.record("trace_id", tracing::field::display(trace_id));
-    }
-    let response = next.run(req).instrument(span.clone()).await;
+        let server = tracer
+            .span_builder("request")
+            .with_kind(SpanKind::Server)
+            .start_with_context(tracer, &parent);
+        parent.with_span(server)
+    });
+    let call = inner(req).instrument(span.clone());
+    let response = match &otel {
+        Some(cx) => {
+            let trace_id = cx.span().span_context().trace_id();
+            span.record("trace_id", tracing::field::display(trace_id));
+            call.with_context(cx.clone()).await
+        }
+        None => call.await,
+    };
     let template = response.extensions().get::<RouteTemplate>();
     let route = template.map_or("<unmatched>", |t| t.0.as_str());
     let status = response.status().as_u16();
@@ -70,18 +84,13 @@ pub async fn layer(req: Request, next: Next) -> Response {
     .increment(1);
     metrics::histogram!(HTTP_DURATION, "method" => method_label, "route" => route_label.clone())
         .record(elapsed.as_secs_f64());
-    if traced {
-        // The span was started (for its trace id) before the route was known: rename the
-        // OpenTelemetry span itself (recording `otel.name` now would not).
-        let cx = span.context();
-        cx.span()
-            .update_name(format!("{method_label} {route_label}"));
-        cx.span().set_attribute(opentelemetry::KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        cx.span()
-            .set_attribute(opentelemetry::KeyValue::new("http.route", route_label));
+    if let Some(cx) = otel {
+        end_server_span(
+            &cx,
+            format!("{method_label} {route_label}"),
+            status,
+            route_label,
+        );
     }
     span.in_scope(|| {
         tracing::info!(
@@ -95,4 +104,15 @@ pub async fn layer(req: Request, next: Next) -> Response {
         );
     });
     response
+}
+
+fn end_server_span(cx: &Context, name: String, status: u16, route: String) {
+    let span = cx.span();
+    span.update_name(name);
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    span.set_attribute(KeyValue::new("http.route", route));
+    span.end();
 }

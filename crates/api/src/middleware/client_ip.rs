@@ -16,9 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Request};
 use ipnet::IpNet;
 
 use crate::extract::ClientIp;
@@ -86,11 +84,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Resolves the client and stores it as [`ClientIp`], or stores
 /// [`UnparsableForwardedFor`] (and no `ClientIp`) for the post-routing checks to refuse.
-pub async fn layer(
-    State(proxies): State<TrustedProxies>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Puts the client's address ([`ClientIp`]), or [`UnparsableForwardedFor`], on the request.
+pub(crate) fn resolve_into(proxies: &TrustedProxies, req: &mut Request) {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -110,7 +105,6 @@ pub async fn layer(
             req.extensions_mut().insert(unparsable);
         }
     }
-    next.run(req).await
 }
 
 #[cfg(test)]

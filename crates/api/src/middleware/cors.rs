@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,9 @@ const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id";
 const EXPOSE_HEADERS: &str = "x-request-id, retry-after";
 const MAX_AGE: &str = "600";
 
-pub async fn layer(State(cors): State<Cors>, req: Request, next: Next) -> Response {
+/// Answers an allowed preflight (204), or runs `next` and adds the CORS headers of an
+/// allowed origin.
+pub(crate) async fn around(cors: &Cors, req: Request, next: Next) -> Response {
     let origin = req
         .headers()
         .get(header::ORIGIN)

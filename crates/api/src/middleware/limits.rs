@@ -3,17 +3,15 @@
 
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::problem::Problem;
 
 pub const MAX_TARGET_BYTES: usize = 2048;
 
-pub async fn uri_length(req: Request, next: Next) -> Response {
+/// 414 when the request target is over [`MAX_TARGET_BYTES`].
+pub(crate) fn too_long(req: &Request) -> Option<Response> {
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target > MAX_TARGET_BYTES {
-        return Problem::for_status(StatusCode::URI_TOO_LONG).into_response();
-    }
-    next.run(req).await
+    (target > MAX_TARGET_BYTES)
+        .then(|| Problem::for_status(StatusCode::URI_TOO_LONG).into_response())
 }

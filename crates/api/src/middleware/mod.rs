@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod client_ip;
 pub mod cors;
+pub mod edge;
 pub mod limits;
 pub mod problem;
 pub mod rate_limit;

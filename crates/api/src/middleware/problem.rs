@@ -1,20 +1,12 @@
 //! Renders every non-2xx response as the contract's problem document (see `crate::problem`).
 
-use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::extract::RequestId;
 use crate::problem::Problem;
 
-pub async fn layer(req: Request, next: Next) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let response = next.run(req).await;
+/// Renders `response` as the problem document of its status when it is a 4xx or 5xx.
+pub(crate) fn render(request_id: &str, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -23,7 +15,7 @@ pub async fn layer(req: Request, next: Next) -> Response {
         Some(problem) => problem.clone(),
         None => Problem::for_status(status),
     };
-    let mut rendered = problem.render(&request_id);
+    let mut rendered = problem.render(request_id);
     // Keep headers set by inner layers (CORS, `Allow` on 405) but never their body or type.
     let (parts, _) = response.into_parts();
     for name in parts.headers.keys() {

@@ -4,7 +4,6 @@
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::extract::RequestId;
@@ -18,7 +17,9 @@ pub fn is_acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-pub async fn layer(mut req: Request, next: Next) -> Response {
+/// Gives the request its id (the client's when acceptable, else a fresh UUIDv7) as the
+/// [`RequestId`] extension, and returns the header value to echo on the response.
+pub(crate) fn assign(req: &mut Request) -> Option<HeaderValue> {
     let id = req
         .headers()
         .get(HEADER)
@@ -29,11 +30,14 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     // Both values are checked ASCII, so the header conversion cannot fail.
     let header = HeaderValue::from_str(&id).ok();
     req.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(req).await;
+    header
+}
+
+/// Echoes the request's id on its response.
+pub(crate) fn echo(header: Option<HeaderValue>, response: &mut Response) {
     if let Some(header) = header {
         response.headers_mut().insert(HEADER, header);
     }
-    response
 }
 
 #[cfg(test)]

@@ -2,9 +2,7 @@
 //! nothing; the Swagger UI pages under `/docs` get one that allows their own scripts and
 //! styles only; the console under `/console` gets contract §13's. `Cache-Control: no-store` and `Vary: Origin` on everything under `/api/v1`.
 
-use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -16,16 +14,25 @@ pub struct SecurityHeaders {
     pub hsts: bool,
 }
 
-pub async fn layer(
-    axum::extract::State(cfg): axum::extract::State<SecurityHeaders>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let path = req.uri().path();
-    let docs = path == "/docs" || path.starts_with("/docs/");
-    let console = path == "/console" || path.starts_with("/console/");
-    let api = path == "/api/v1" || path.starts_with("/api/v1/");
-    let mut response = next.run(req).await;
+/// Which CSP and caching rules a request's path falls under.
+#[derive(Clone, Copy)]
+pub(crate) struct PathClass {
+    docs: bool,
+    console: bool,
+    api: bool,
+}
+
+pub(crate) fn classify(path: &str) -> PathClass {
+    PathClass {
+        docs: path == "/docs" || path.starts_with("/docs/"),
+        console: path == "/console" || path.starts_with("/console/"),
+        api: path == "/api/v1" || path.starts_with("/api/v1/"),
+    }
+}
+
+/// Sets the security headers of a response to a request of `class`.
+pub(crate) fn apply(cfg: SecurityHeaders, class: PathClass, response: &mut Response) {
+    let PathClass { docs, console, api } = class;
     let h = response.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
@@ -82,5 +89,4 @@ pub async fn layer(
             h.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
-    response
 }

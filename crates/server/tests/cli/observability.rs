@@ -326,7 +326,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn traces_on(database_url: Option<&str>) {
+/// `redis`: also with Redis (`REDIS_URL`, a prefix of its own): the login's rate-limit
+/// check is then a `redis` child span.
+async fn traces_on(database_url: Option<&str>, redis: Option<(&str, &str)>) {
     let (endpoint, received) = otlp_receiver().await;
     let dir = tempdir();
     let mut env = vec![
@@ -339,6 +341,10 @@ async fn traces_on(database_url: Option<&str>) {
     ];
     if let Some(url) = database_url {
         env.push(("DATABASE_URL", url));
+    }
+    if let Some((url, prefix)) = redis {
+        env.push(("REDIS_URL", url));
+        env.push(("RAMPART_REDIS_PREFIX", prefix));
     }
     let mut server = Server::start(dir.path(), &env, &[]).await;
     register(&server, "traces@example.org", PASSWORD).await;
@@ -394,6 +400,13 @@ async fn traces_on(database_url: Option<&str>) {
     let names: BTreeSet<&str> = children.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains("db.query"), "{names:?}");
     assert!(names.contains("password.hash"), "{names:?}");
+    if redis.is_some() {
+        assert!(names.contains("redis"), "{names:?}");
+        let r = children.iter().find(|s| s.name == "redis").unwrap();
+        let op = string_of(attribute(r, "db.operation.name").and_then(|kv| kv.value.as_ref()));
+        assert_eq!(op, "EVALSHA");
+        assert_eq!(r.kind, 3, "a client span"); // SPAN_KIND_CLIENT
+    }
     for child in &children {
         assert_eq!(hex(&child.trace_id), trace_id);
     }
@@ -493,7 +506,7 @@ async fn wait_for(received: &Arc<Mutex<Received>>, found: impl Fn(&Span) -> bool
 
 #[tokio::test]
 async fn traces_reach_an_otlp_receiver_sqlite() {
-    traces_on(None).await;
+    traces_on(None, None).await;
 }
 
 #[tokio::test]
@@ -501,7 +514,13 @@ async fn traces_reach_an_otlp_receiver_postgres() {
     let Some(pg) = PgDb::create().await else {
         return;
     };
-    traces_on(Some(&pg.url)).await;
+    let redis = crate::support::test_redis_url();
+    let prefix = crate::support::unique_redis_prefix();
+    traces_on(
+        Some(&pg.url),
+        redis.as_deref().map(|url| (url, prefix.as_str())),
+    )
+    .await;
 }
 
 /// An unsupported OTLP protocol is refused at start, not silently mis-sent.
