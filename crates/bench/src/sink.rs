@@ -36,7 +36,10 @@ pub fn run(args: &SinkArgs) -> Result<()> {
                     counts.0.fetch_add(1, Ordering::Relaxed);
                     counts.1.fetch_add(body.len() as u64, Ordering::Relaxed);
                     // An empty ExportTraceServiceResponse.
-                    ([(header::CONTENT_TYPE, "application/x-protobuf")], Bytes::new())
+                    (
+                        [(header::CONTENT_TYPE, "application/x-protobuf")],
+                        Bytes::new(),
+                    )
                 }
             }),
         );
