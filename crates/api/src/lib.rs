@@ -28,8 +28,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Router, middleware as mw};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -154,6 +152,9 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
         cors: middleware::cors::Cors {
             allowed: Arc::new(config.allowed_origins.clone()),
         },
+        state: state.clone(),
+        guards,
+        timeout: config.request_timeout,
     });
 
     Ok(router
@@ -165,15 +166,9 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
         // Outer layers, innermost first: these see every request, matched or not.
         // Streamed bodies are cut off at the limit while `ApiJson` reads them.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(axum::Extension(guards))
-        .layer(axum::Extension(state.clone()))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
         // Request id, security headers, problem documents, client address, access log,
-        // 414 and CORS, in that order (outermost first): see `middleware::edge`.
+        // 414, CORS, panics (500), the request timeout (503) and the state and guard
+        // extensions, in that order (outermost first): see `middleware::edge`.
         .layer(mw::from_fn_with_state(edge, middleware::edge::layer)))
 }
 
@@ -198,7 +193,7 @@ async fn not_found() -> Problem {
     Problem::for_status(StatusCode::NOT_FOUND)
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     // The panic message is not shown to the client (it may hold internals).
     tracing::error!("handler panicked");
     Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 #[derive(Clone)]
@@ -23,9 +22,13 @@ const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id";
 const EXPOSE_HEADERS: &str = "x-request-id, retry-after";
 const MAX_AGE: &str = "600";
 
-/// Answers an allowed preflight (204), or runs `next` and adds the CORS headers of an
+/// Answers an allowed preflight (204), or runs `inner` and adds the CORS headers of an
 /// allowed origin.
-pub(crate) async fn around(cors: &Cors, req: Request, next: Next) -> Response {
+pub(crate) async fn around<F, Fut>(cors: &Cors, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -33,7 +36,7 @@ pub(crate) async fn around(cors: &Cors, req: Request, next: Next) -> Response {
         .filter(|o| cors.allowed.iter().any(|a| a == o))
         .and_then(|o| HeaderValue::from_str(o).ok());
     let Some(origin) = origin else {
-        return next.run(req).await;
+        return inner(req).await;
     };
     let preflight = req.method() == Method::OPTIONS
         && req
@@ -56,7 +59,7 @@ pub(crate) async fn around(cors: &Cors, req: Request, next: Next) -> Response {
         );
         r
     } else {
-        let mut r = next.run(req).await;
+        let mut r = inner(req).await;
         r.headers_mut().insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(EXPOSE_HEADERS),
