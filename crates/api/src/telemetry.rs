@@ -9,10 +9,12 @@
 use axum::http::HeaderMap;
 use rampart_core::Error;
 
-/// The context an incoming `traceparent` (and `tracestate`) names, through the globally
-/// installed propagator; an empty context when there is none or it is malformed.
+/// The context an incoming `traceparent` (and `tracestate`) names (W3C Trace Context, the
+/// propagator `OTEL_PROPAGATORS` defaults to); an empty context when there is none or it
+/// is malformed. The propagator is a plain value, not the global one behind a lock.
 pub fn incoming_context(headers: &HeaderMap) -> opentelemetry::Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)))
+    use opentelemetry::propagation::TextMapPropagator;
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(headers))
 }
 
 struct Headers<'a>(&'a HeaderMap);

@@ -33,7 +33,10 @@ pub fn tracer() -> Option<&'static BoxedTracer> {
 }
 
 /// Runs `call` in a child span `name` of the current context (kind `kind`, with
-/// `attributes`), ended when `call` finishes or is dropped. Without a tracer it is `call`.
+/// `attributes`), ended when `call` finishes or is dropped. Without a tracer it is `call`;
+/// inside a span that was not sampled (a head sampler such as
+/// `parentbased_traceidratio` dropped the request's trace) it is `call` too: the child
+/// would be dropped with its parent, so it is not built at all.
 pub async fn in_span<F, A>(name: &'static str, kind: SpanKind, attributes: A, call: F) -> F::Output
 where
     F: Future,
@@ -42,12 +45,16 @@ where
     let Some(tracer) = TRACER.get() else {
         return call.await;
     };
+    let parent = Context::current();
+    if parent.has_active_span() && !parent.span().span_context().is_sampled() {
+        return call.await;
+    }
     let span = tracer
         .span_builder(name)
         .with_kind(kind)
         .with_attributes(attributes())
-        .start(tracer);
-    let cx = Context::current_with_span(span);
+        .start_with_context(tracer, &parent);
+    let cx = parent.with_span(span);
     let output = call.with_context(cx.clone()).await;
     cx.span().end();
     output

@@ -83,9 +83,8 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     if let Err(e) = result {
         eprintln!("rampart: logging already initialised: {e}");
     } else if let Some(provider) = &provider {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
+        // Incoming `traceparent` is read with W3C Trace Context by the access log
+        // (`rampart_api::telemetry::incoming_context`).
         rampart_core::otel::install(opentelemetry::global::BoxedTracer::new(Box::new(
             provider.tracer("rampart"),
         )));

@@ -85,12 +85,7 @@ where
     metrics::histogram!(HTTP_DURATION, "method" => method_label, "route" => route_label.clone())
         .record(elapsed.as_secs_f64());
     if let Some(cx) = otel {
-        end_server_span(
-            &cx,
-            format!("{method_label} {route_label}"),
-            status,
-            route_label,
-        );
+        end_server_span(&cx, method_label, route_label, status);
     }
     span.in_scope(|| {
         tracing::info!(
@@ -106,13 +101,17 @@ where
     response
 }
 
-fn end_server_span(cx: &Context, name: String, status: u16, route: String) {
+/// Names the server span `METHOD route`, sets its status and route, and ends it. A span
+/// that is not recorded (not sampled) is only ended: nothing is formatted for it.
+fn end_server_span(cx: &Context, method: &str, route: String, status: u16) {
     let span = cx.span();
-    span.update_name(name);
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status),
-    ));
-    span.set_attribute(KeyValue::new("http.route", route));
+    if span.is_recording() {
+        span.update_name(format!("{method} {route}"));
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        span.set_attribute(KeyValue::new("http.route", route));
+    }
     span.end();
 }

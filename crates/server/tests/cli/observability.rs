@@ -372,6 +372,20 @@ async fn traces_on(database_url: Option<&str>, redis: Option<(&str, &str)>) {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    // A request whose caller did not sample its trace (flags 00): the parent-based default
+    // sampler drops it, so neither its server span nor any child is exported, while its
+    // log lines still carry the trace id.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let me = server
+        .client
+        .get(server.url("/api/v1/users/me"))
+        .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
+        .header("x-request-id", "unsampled-me-1")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
     let refreshed = try_refresh(&server, &refresh).await;
     assert_eq!(refreshed.status(), 200);
     // A request without `traceparent` starts its own trace.
@@ -449,7 +463,29 @@ async fn traces_on(database_url: Option<&str>, redis: Option<(&str, &str)>) {
         assert_eq!(line["span"]["trace_id"], trace_id, "{line}");
     }
 
+    let unsampled_lines: Vec<serde_json::Value> = server
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["span"]["request_id"] == "unsampled-me-1")
+        .collect();
+    assert!(!unsampled_lines.is_empty(), "{}", server.log());
+    for line in &unsampled_lines {
+        assert_eq!(line["span"]["trace_id"], unsampled, "{line}");
+    }
+
     server.stop_with("TERM").await;
+    let exported_unsampled: Vec<String> = received
+        .lock()
+        .unwrap()
+        .spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == unsampled)
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(exported_unsampled.is_empty(), "{exported_unsampled:?}");
     // No secret in any attribute, name or event of any span.
     let new_refresh = crate::support::refresh_cookie_of(&refreshed).unwrap_or_default();
     let secrets = [
