@@ -11,6 +11,7 @@ dark), each checked with axe-core like the browser tests.
 
 import argparse
 import os
+import re
 import sys
 
 import requests
@@ -110,6 +111,24 @@ def main():
             c = run.Console(browser, args, "docs", viewport=VIEWPORT, color_scheme="light")
             c.open("/sign-in")
             shoot(c, args.out, "sign-in")
+            c.open("/sign-up")
+            shoot(c, args.out, "sign-up")
+            c.open("/forgot-password")
+            c.page.get_by_label("Email").fill("katherine@example.org")
+            c.page.get_by_role("button", name="Send reset link").click()
+            expect(c.page.get_by_role("status").first).to_contain_text("on its way")
+            shoot(c, args.out, "forgot-password")
+            link = run.wait_for_link(args.outbox, "katherine@example.org", "reset-password")
+            c.page.goto(re.sub(r"^https?://[^/]+", args.base, link))
+            c.ready()
+            expect(c.page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
+            shoot(c, args.out, "reset-password")
+            # Donald opens the link of his verification mail.
+            link = run.wait_for_link(args.outbox, "donald@example.org", "verify-email")
+            c.page.goto(re.sub(r"^https?://[^/]+", args.base, link))
+            c.ready()
+            expect(c.page.locator(".success")).to_contain_text("verified")
+            shoot(c, args.out, "verify-email")
 
             c.sign_in("ada@example.org", PASSWORD)
             shoot(c, args.out, "account-profile")
@@ -127,6 +146,9 @@ def main():
             shoot(c, args.out, "passkeys")
             c.go("/account/sessions")
             shoot(c, args.out, "sessions")
+            c.go("/account/data")
+            expect(c.page.get_by_role("button", name="Delete my account")).to_be_visible()
+            shoot(c, args.out, "your-data")
             c.sign_out()
 
             c.sign_in(args.admin_email, args.admin_password)
