@@ -449,32 +449,9 @@ async fn traces_on(database_url: Option<&str>, redis: Option<(&str, &str)>) {
         "OTEL_SERVICE_NAME honoured"
     );
 
-    // `trace_id` in the log lines of the traced request.
-    let lines: Vec<serde_json::Value> = server
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["span"]["request_id"] == "traced-login-1")
-        .collect();
-    assert!(!lines.is_empty(), "{}", server.log());
-    for line in &lines {
-        assert_eq!(line["span"]["trace_id"], trace_id, "{line}");
-    }
-
-    let unsampled_lines: Vec<serde_json::Value> = server
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["span"]["request_id"] == "unsampled-me-1")
-        .collect();
-    assert!(!unsampled_lines.is_empty(), "{}", server.log());
-    for line in &unsampled_lines {
-        assert_eq!(line["span"]["trace_id"], unsampled, "{line}");
-    }
+    // `trace_id` in the log lines of the traced request, and of the unsampled one.
+    assert_log_lines_carry(&server, "traced-login-1", trace_id);
+    assert_log_lines_carry(&server, "unsampled-me-1", unsampled);
 
     server.stop_with("TERM").await;
     let exported_unsampled: Vec<String> = received
@@ -520,6 +497,22 @@ async fn traces_on(database_url: Option<&str>, redis: Option<(&str, &str)>) {
                 span.name
             );
         }
+    }
+}
+
+/// The server logged lines for request `request_id`, each with `trace_id`.
+fn assert_log_lines_carry(server: &Server, request_id: &str, trace_id: &str) {
+    let lines: Vec<serde_json::Value> = server
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["span"]["request_id"] == request_id)
+        .collect();
+    assert!(!lines.is_empty(), "{}", server.log());
+    for line in &lines {
+        assert_eq!(line["span"]["trace_id"], trace_id, "{line}");
     }
 }
 
