@@ -39,6 +39,8 @@ use crate::config::JwtAlg;
 use crate::error::{Error, Result};
 use crate::keys::{KeyStore, SigningKey};
 
+pub mod signing;
+
 /// The `typ` header of every access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Longer tokens are refused before any parsing: ours are well under 1 KiB.
@@ -268,6 +270,7 @@ impl TokenService {
             .map(|key| Ok((key.kid().to_owned(), decoding_key(key)?)))
             .collect::<Result<HashMap<_, _>>>()?;
 
+        signing::install();
         let jwt_alg = jwt_algorithm(alg);
         let mut validation = Validation::new(jwt_alg);
         // Time is checked against the injected clock in `check`, not the system clock.

@@ -21,6 +21,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // aws-lc-rs everywhere (sqlx, reqwest): one process-wide rustls provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // jsonwebtoken's provider, with RS256 keys parsed once (before any token or JWK work).
+    rampart_core::tokens::signing::install();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
