@@ -106,6 +106,9 @@ mod tests {
     use crate::config::JwtAlg;
     use crate::keys::{self, KeyStore};
 
+    /// The cache is process-wide: the test that fills it runs alone.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn encoding_key(alg: JwtAlg) -> EncodingKey {
         let dir = tempfile::tempdir().unwrap();
         keys::generate(dir.path(), alg).unwrap();
@@ -117,6 +120,7 @@ mod tests {
     /// stock provider does, and a second signer for the same key must reuse the parsed key.
     #[test]
     fn rs256_signs_exactly_as_the_stock_provider_and_parses_each_key_once() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let encoding = encoding_key(JwtAlg::Rs256);
         let stock = (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory)(
             &Algorithm::RS256,
@@ -146,5 +150,50 @@ mod tests {
         assert_eq!(signer.algorithm(), Algorithm::EdDSA);
         let secret = EncodingKey::from_secret(b"not an rsa key");
         assert!(new_signer(&Algorithm::RS256, &secret).is_err());
+    }
+
+    /// Signers for more keys than the cache holds, created and used from several threads at
+    /// once (barrier-started): every signature is still the stock one, and the cache never
+    /// holds more than [`MAX_KEYS`].
+    #[test]
+    fn concurrent_signers_over_more_keys_than_the_cache_holds_stay_exact() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys: Vec<EncodingKey> = (0..MAX_KEYS + 2)
+            .map(|_| encoding_key(JwtAlg::Rs256))
+            .collect();
+        let stock = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory;
+        let expected: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| {
+                stock(&Algorithm::RS256, k)
+                    .unwrap()
+                    .try_sign(b"h.c")
+                    .unwrap()
+            })
+            .collect();
+        let keys = Arc::new(keys);
+        let expected = Arc::new(expected);
+        let threads = 4;
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (keys, expected, barrier) = (keys.clone(), expected.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for round in 0..3 {
+                        for i in 0..keys.len() {
+                            let i = (i + t + round) % keys.len();
+                            let signer = new_signer(&Algorithm::RS256, &keys[i]).unwrap();
+                            assert_eq!(signer.try_sign(b"h.c").unwrap(), expected[i]);
+                            assert!(cached_keys() <= MAX_KEYS);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        assert!(cached_keys() <= MAX_KEYS);
     }
 }
