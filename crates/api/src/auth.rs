@@ -69,6 +69,14 @@ impl Authentication {
 
     /// A verified token whose session is live, from the cache or the database.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthUser, Error> {
+        Ok(self.authenticate_claims(headers).await?.0)
+    }
+
+    /// [`Self::authenticate`], with the token's verified claims.
+    pub async fn authenticate_claims(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(AuthUser, AccessClaims), Error> {
         let claims = self.verify(headers)?;
         let live = match self.sessions.get(claims.sid) {
             Some(user) => Some(user),
@@ -85,10 +93,13 @@ impl Authentication {
             }
         };
         match live {
-            Some(user) if user == claims.sub => Ok(AuthUser {
-                user_id: claims.sub,
-                session_id: claims.sid,
-            }),
+            Some(user) if user == claims.sub => Ok((
+                AuthUser {
+                    user_id: claims.sub,
+                    session_id: claims.sid,
+                },
+                claims,
+            )),
             _ => Err(Error::Unauthenticated),
         }
     }
@@ -192,6 +203,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // The route's policy layer already verified this request's token.
+        if let Some(verified) = parts.extensions.get::<VerifiedToken>() {
+            return Ok(verified.clone());
+        }
         let auth = Arc::<Authentication>::from_ref(state);
         Ok(Self(auth.verify(&parts.headers)?))
     }

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts, MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rampart_core::audit::Outcome;
 use rampart_core::{Clock, Error};
@@ -88,9 +87,12 @@ impl PermissionCache {
     }
 }
 
-/// Runs `policy` for one request; on success the [`AuthUser`](crate::auth::AuthUser) is left in the request's
-/// extensions for the handler. The components come from `state` through [`FromRef`].
-pub async fn enforce<S>(policy: Policy, state: &S, req: Request, next: Next) -> Response
+/// Runs `policy` for one request: the request to serve, or the answer refusing it. On
+/// success the [`AuthUser`](crate::auth::AuthUser) and the token's verified claims
+/// ([`VerifiedToken`](crate::auth::VerifiedToken)) are left in the request's extensions,
+/// so the handler's extractors do not verify the token again. The components come from
+/// `state` through [`FromRef`].
+pub async fn authorize<S>(policy: Policy, state: &S, req: Request) -> Result<Request, Response>
 where
     S: Send + Sync,
     Arc<Authentication>: FromRef<S>,
@@ -99,17 +101,17 @@ where
     Arc<dyn Clock>: FromRef<S>,
 {
     let required = match policy {
-        Policy::Public => return next.run(req).await,
+        Policy::Public => return Ok(req),
         Policy::Authenticated => None,
         Policy::Permission(p) => Some(p),
     };
     let (mut parts, body) = req.into_parts();
-    let user = match Arc::<Authentication>::from_ref(state)
-        .authenticate(&parts.headers)
+    let (user, claims) = match Arc::<Authentication>::from_ref(state)
+        .authenticate_claims(&parts.headers)
         .await
     {
-        Ok(user) => user,
-        Err(e) => return ApiError(e).into_response(),
+        Ok(authenticated) => authenticated,
+        Err(e) => return Err(ApiError(e).into_response()),
     };
     if let Some(permission) = required {
         let allowed = match Arc::<PermissionCache>::from_ref(state)
@@ -117,7 +119,7 @@ where
             .await
         {
             Ok(perms) => perms.contains(permission),
-            Err(e) => return ApiError(e).into_response(),
+            Err(e) => return Err(ApiError(e).into_response()),
         };
         if !allowed {
             let route = parts
@@ -138,13 +140,14 @@ where
                 if let Err(e) =
                     rampart_store::audit::record(&Db::from_ref(state), &event, now_ms).await
                 {
-                    return ApiError(e).into_response();
+                    return Err(ApiError(e).into_response());
                 }
             }
             metrics::counter!(crate::telemetry::AUTHZ_DENIED).increment(1);
-            return ApiError(Error::Forbidden).into_response();
+            return Err(ApiError(Error::Forbidden).into_response());
         }
     }
     parts.extensions.insert(user);
-    next.run(Request::from_parts(parts, body)).await
+    parts.extensions.insert(crate::auth::VerifiedToken(claims));
+    Ok(Request::from_parts(parts, body))
 }

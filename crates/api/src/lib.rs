@@ -24,10 +24,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Router, middleware as mw};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -160,7 +160,7 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
     Ok(router
         // Outermost of the route layers, so nothing a route carries runs before it. It
         // also leaves the route template on the response for the access log.
-        .route_layer(mw::from_fn_with_state(table, policies::guard))
+        .route_layer(policies::GuardLayer(table))
         .fallback(not_found)
         .with_state(state.clone())
         // Outer layers, innermost first: these see every request, matched or not.
@@ -169,7 +169,7 @@ pub fn build_router(state: AppState, extra: OpenApiRouter<AppState>) -> Result<R
         // Request id, security headers, problem documents, client address, access log,
         // 414, CORS, panics (500), the request timeout (503) and the state and guard
         // extensions, in that order (outermost first): see `middleware::edge`.
-        .layer(mw::from_fn_with_state(edge, middleware::edge::layer)))
+        .layer(middleware::edge::EdgeLayer(edge)))
 }
 
 /// The OpenAPI document of every route, as `/openapi.json` serves it.

@@ -19,9 +19,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::OpenApi;
 
@@ -284,22 +287,97 @@ fn read_debug_str(s: &str) -> Option<(String, &str)> {
 /// at error — 404 when nothing is declared at its path (it is not part of the contract),
 /// 405 with the declared methods when others are (what axum answers a wrong method, which
 /// also passes through here). Mounted with `route_layer` over every route
-/// [`crate::build_router`] serves, so it sees the matched path.
-pub async fn guard(State(table): State<PolicyTable>, req: Request, next: Next) -> Response {
-    let Some(matched) = req.extensions().get::<MatchedPath>().cloned() else {
-        tracing::error!(method = %req.method(), "refused a routed request without a matched path");
-        return Problem::for_status(StatusCode::NOT_FOUND).into_response();
-    };
-    let path = matched.as_str();
-    let declared = table.policy(req.method().as_str(), path).is_some();
-    let mut response = if declared {
-        next.run(req).await
-    } else {
-        refuse_undeclared(&table, req.method().as_str(), path)
-    };
-    // The access log's `route` field (one layer fewer than a separate recorder).
-    response.extensions_mut().insert(RouteTemplate(matched));
-    response
+/// [`crate::build_router`] serves, so it sees the matched path. The route template is left
+/// on the response for the access log.
+///
+/// A hand-written service: the decision needs no `await`, so a declared route is served by
+/// the route's own future, without the clone, the boxed service and the boxed futures an
+/// axum `from_fn` layer costs on every request (docs/benchmarks.md).
+#[derive(Clone)]
+pub struct GuardLayer(pub PolicyTable);
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            table: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// [`GuardLayer`]'s service.
+#[derive(Clone)]
+pub struct Guard<S> {
+    table: PolicyTable,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Guard<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let Some(matched) = req.extensions().get::<MatchedPath>().cloned() else {
+            tracing::error!(method = %req.method(), "refused a routed request without a matched path");
+            return GuardFuture::Refused {
+                response: Some(Problem::for_status(StatusCode::NOT_FOUND).into_response()),
+            };
+        };
+        let path = matched.as_str();
+        if self.table.policy(req.method().as_str(), path).is_some() {
+            GuardFuture::Served {
+                inner: self.inner.call(req),
+                template: Some(RouteTemplate(matched)),
+            }
+        } else {
+            let mut response = refuse_undeclared(&self.table, req.method().as_str(), path);
+            response.extensions_mut().insert(RouteTemplate(matched));
+            GuardFuture::Refused {
+                response: Some(response),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Guard`]'s future: the route's own, or the refusal.
+    #[project = GuardProjection]
+    pub enum GuardFuture<F> {
+        Served { #[pin] inner: F, template: Option<RouteTemplate> },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GuardProjection::Served { inner, template } => {
+                let Ok(mut response) = std::task::ready!(inner.poll(cx));
+                if let Some(template) = template.take() {
+                    response.extensions_mut().insert(template);
+                }
+                Poll::Ready(Ok(response))
+            }
+            GuardProjection::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| Problem::for_status(StatusCode::NOT_FOUND).into_response()))),
+        }
+    }
 }
 
 fn refuse_undeclared(table: &PolicyTable, method: &str, path: &str) -> Response {
@@ -322,7 +400,7 @@ fn refuse_undeclared(table: &PolicyTable, method: &str, path: &str) -> Response 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
-    use axum::middleware::from_fn_with_state;
+    use axum::middleware::Next;
     use axum::routing::{any, get, post};
     use tower::ServiceExt;
 
@@ -401,7 +479,7 @@ mod tests {
                 get(|| async { "ok" }).put(|| async { "put" }),
             )
             .route("/slipped", get(|| async { "should never be served" }))
-            .route_layer(from_fn_with_state(table, guard));
+            .route_layer(GuardLayer(table));
         let call = |method: &str, uri: &str| {
             let req = axum::http::Request::builder()
                 .method(method)

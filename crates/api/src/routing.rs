@@ -11,12 +11,12 @@
 //! The checks read their settings from a [`Guards`] request extension that the outer
 //! pipeline inserts, so feature modules build their routes without holding the state.
 
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::{self as mw, Next};
 use axum::response::{IntoResponse, Response};
 use rampart_core::FieldError;
 use utoipa_axum::router::UtoipaMethodRouter;
@@ -277,12 +277,11 @@ fn document_problem(status: &str, response: &mut utoipa::openapi::Response) {
 pub fn exempt_public(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
     let (schemas, mut paths, method_router) = route;
     document(Policy::Public, Checks::BodyOnly, &mut paths);
-    let checked = method_router.route_layer(mw::from_fn(|req: Request, next: Next| async move {
-        match body_problem(&req) {
-            Some(problem) => problem.into_response(),
-            None => next.run(req).await,
-        }
-    }));
+    let checked = method_router.route_layer(CheckedLayer {
+        policy: Policy::Public,
+        limit: None,
+        checks: Checks::BodyOnly,
+    });
     (schemas, paths, checked)
 }
 
@@ -339,30 +338,101 @@ fn method(
     limit: Option<RouteLimit>,
     method_router: axum::routing::MethodRouter<AppState>,
 ) -> axum::routing::MethodRouter<AppState> {
-    // One layer for both, in this order: the post-routing checks (forwarded-for, rate
-    // limit, body) and then the policy. A layer per step cost an allocation and a boxed
-    // future each on every request (docs/benchmarks.md).
-    method_router.route_layer(mw::from_fn(move |req: Request, next: Next| async move {
-        if let Some(refusal) = post_route_refusal(limit, &req).await {
-            return refusal;
-        }
-        // The state the router was built with, put there by the outer `Extension` layer.
-        let Some(state) = req.extensions().get::<AppState>().cloned() else {
-            return crate::problem::ApiError(rampart_core::Error::internal(anyhow::anyhow!(
-                "the application state is missing from the request"
-            )))
-            .into_response();
-        };
-        crate::authz::enforce(policy, &state, req, next).await
-    }))
+    method_router.route_layer(CheckedLayer {
+        policy,
+        limit,
+        checks: Checks::All,
+    })
 }
 
 /// The post-routing checks for a plain, public router (Swagger UI, which brings its own
 /// routes and is not part of the API).
 pub(crate) fn guard_router(router: axum::Router<AppState>) -> axum::Router<AppState> {
-    router.route_layer(mw::from_fn(|req: Request, next: Next| {
-        post_route_checks(None, req, next)
-    }))
+    router.route_layer(CheckedLayer {
+        policy: Policy::Public,
+        limit: None,
+        checks: Checks::All,
+    })
+}
+
+/// One route's post-routing checks (forwarded-for, rate limits, body) and then its policy,
+/// in that order, as one hand-written service: an axum `from_fn` layer per step cost a
+/// clone and a boxed service, a boxed future and a boxed `Next` each on every request
+/// (docs/benchmarks.md).
+#[derive(Clone, Copy)]
+struct CheckedLayer {
+    policy: Policy,
+    limit: Option<RouteLimit>,
+    checks: Checks,
+}
+
+impl<S> tower::Layer<S> for CheckedLayer {
+    type Service = Checked<S>;
+
+    fn layer(&self, inner: S) -> Checked<S> {
+        Checked {
+            inner,
+            layer: *self,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Checked<S> {
+    inner: S,
+    layer: CheckedLayer,
+}
+
+impl<S> tower::Service<Request> for Checked<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let CheckedLayer {
+            policy,
+            limit,
+            checks,
+        } = self.layer;
+        if checks == Checks::BodyOnly {
+            // Synchronous: refused here, or served by the route's own future.
+            return match body_problem(&req) {
+                Some(problem) => Box::pin(std::future::ready(Ok(problem.into_response()))),
+                None => Box::pin(self.inner.call(req)),
+            };
+        }
+        // The inner service was made ready by `poll_ready`; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let refusal = post_route_refusal(limit, &req);
+        Box::pin(async move {
+            if let Some(refusal) = refusal.await {
+                return Ok(refusal);
+            }
+            // The state the router was built with, put there by the edge layer.
+            let Some(state) = req.extensions().get::<AppState>().cloned() else {
+                return Ok(crate::problem::ApiError(rampart_core::Error::internal(
+                    anyhow::anyhow!("the application state is missing from the request"),
+                ))
+                .into_response());
+            };
+            match crate::authz::authorize(policy, &state, req).await {
+                Ok(req) => inner.call(req).await,
+                Err(refusal) => Ok(refusal),
+            }
+        })
+    }
 }
 
 /// Every operation of `doc` without a declared policy, as `METHOD /path`.
@@ -380,13 +450,6 @@ pub fn undeclared_operations(doc: &utoipa::openapi::OpenApi) -> Vec<String> {
         }
     }
     missing
-}
-
-async fn post_route_checks(limit: Option<RouteLimit>, req: Request, next: Next) -> Response {
-    match post_route_refusal(limit, &req).await {
-        Some(refusal) => refusal,
-        None => next.run(req).await,
-    }
 }
 
 /// The answer refusing `req` after routing, if any: an unusable `X-Forwarded-For`, the

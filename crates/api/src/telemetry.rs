@@ -29,6 +29,20 @@ impl opentelemetry::propagation::Extractor for Headers<'_> {
     }
 }
 
+static METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the process-wide metrics recorder installed (the binary calls it when
+/// `RAMPART_METRICS_BIND` is set). Until then the per-request series are not built at all:
+/// their labels are allocated per request, and `metrics` would only discard them.
+pub fn enable_metrics() {
+    METRICS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`enable_metrics`] was called.
+pub fn metrics_enabled() -> bool {
+    METRICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub const HTTP_REQUESTS: &str = "rampart_http_requests_total";
 pub const HTTP_DURATION: &str = "rampart_http_request_duration_seconds";
 pub const LOGINS: &str = "rampart_logins_total";

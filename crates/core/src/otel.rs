@@ -16,19 +16,21 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{FutureExt, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
 
-static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
+/// The SDK's own tracer, not the API's type-erased `BoxedTracer`: that one boxes every
+/// span once more and reaches it through a vtable.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Installs the tracer every span is made with. Only the first call counts.
-pub fn install(tracer: BoxedTracer) {
+pub fn install(tracer: SdkTracer) {
     let _ = TRACER.set(tracer);
 }
 
 /// The installed tracer, if traces are exported.
-pub fn tracer() -> Option<&'static BoxedTracer> {
+pub fn tracer() -> Option<&'static SdkTracer> {
     TRACER.get()
 }
 

@@ -85,9 +85,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     } else if let Some(provider) = &provider {
         // Incoming `traceparent` is read with W3C Trace Context by the access log
         // (`rampart_api::telemetry::incoming_context`).
-        rampart_core::otel::install(opentelemetry::global::BoxedTracer::new(Box::new(
-            provider.tracer("rampart"),
-        )));
+        rampart_core::otel::install(provider.tracer("rampart"));
     }
     Ok(Telemetry { provider })
 }
@@ -140,6 +138,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("metric buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    rampart_api::telemetry::enable_metrics();
     for (name, help) in rampart_api::telemetry::SERIES {
         // The exporter takes the kind from the first use; help text is all it needs here.
         metrics::describe_counter!(*name, *help);

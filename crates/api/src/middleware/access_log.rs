@@ -25,9 +25,9 @@ use crate::extract::{ClientIp, RequestId};
 use crate::telemetry::{self, HTTP_DURATION, HTTP_REQUESTS};
 
 /// The matched route's template, left on the response by the policy guard
-/// ([`crate::policies::guard`]) for the access log's `route` field.
+/// ([`crate::policies::GuardLayer`]) for the access log's `route` field.
 #[derive(Clone)]
-pub(crate) struct RouteTemplate(pub(crate) MatchedPath);
+pub struct RouteTemplate(pub(crate) MatchedPath);
 
 /// Serves `req` with `inner` inside the request's span (and OpenTelemetry server span),
 /// then records the metrics and logs the access line.
@@ -37,18 +37,17 @@ where
     Fut: Future<Output = Response>,
 {
     let started = Instant::now();
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let client_ip = req
-        .extensions()
-        .get::<ClientIp>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
+    let client_ip = req.extensions().get::<ClientIp>().map(|c| c.0);
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %request_id, trace_id = Empty);
+    // Field values are only formatted when the span is enabled (not at `warn`).
+    let span = tracing::info_span!(
+        "request",
+        request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map_or("", |r| r.0.as_str()),
+        trace_id = Empty
+    );
     // The server span starts before the route is known (for its trace id) and is named
     // when the response is: `update_name` below.
     let otel = rampart_core::otel::tracer().map(|tracer| {
@@ -74,18 +73,20 @@ where
     let elapsed = started.elapsed();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let method_label = telemetry::method_label(&method);
-    let route_label = template.map_or("unmatched", |t| t.0.as_str()).to_owned();
-    metrics::counter!(
-        HTTP_REQUESTS,
-        "method" => method_label,
-        "route" => route_label.clone(),
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(HTTP_DURATION, "method" => method_label, "route" => route_label.clone())
-        .record(elapsed.as_secs_f64());
+    let route_label = template.map_or("unmatched", |t| t.0.as_str());
+    if telemetry::metrics_enabled() {
+        metrics::counter!(
+            HTTP_REQUESTS,
+            "method" => method_label,
+            "route" => route_label.to_owned(),
+            "status" => status.to_string()
+        )
+        .increment(1);
+        metrics::histogram!(HTTP_DURATION, "method" => method_label, "route" => route_label.to_owned())
+            .record(elapsed.as_secs_f64());
+    }
     if let Some(cx) = otel {
-        end_server_span(&cx, method_label, route_label, status);
+        end_server_span(&cx, method_label, route_label.to_owned(), status);
     }
     span.in_scope(|| {
         tracing::info!(
@@ -94,7 +95,7 @@ where
             route,
             status,
             latency_ms = (latency_ms * 1000.0).round() / 1000.0,
-            client_ip = %client_ip,
+            client_ip = %client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             "request"
         );
     });

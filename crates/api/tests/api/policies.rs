@@ -3,7 +3,7 @@
 //! catalogue does not declare is refused by `build_router`, naming it; every route the
 //! application serves declares one, and each still answers as before on both stores. The
 //! request-time half (a route forced past the start-up check is refused) is unit-tested
-//! beside `rampart_api::policies::guard`.
+//! beside `rampart_api::policies::GuardLayer`.
 
 use axum::routing::{any, get, put};
 use rampart_api::routing::{Policy, route, undocumented};
