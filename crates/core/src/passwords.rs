@@ -678,7 +678,10 @@ impl HashPool {
             // then only the count bound applies.
             job_nanos: AtomicU64::new(0),
         });
-        let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
+        // Admission ([`HashPool::admit`]) bounds the jobs in the pool to `workers + queue`;
+        // the channel only carries them, with room for all, so an admitted job is never
+        // refused because a thread had not yet taken the one before it.
+        let (jobs, receiver) = mpsc::sync_channel::<Job>(workers.saturating_add(queue));
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..workers {
             let (hasher, receiver, load) = (
@@ -763,30 +766,68 @@ impl HashPool {
         metrics::gauge!(HASH_QUEUE_DEPTH).set(self.waiting() as f64);
     }
 
-    /// Whether a job submitted now would be admitted (room in the queue, and an expected
-    /// wait within the bound), without submitting one. For callers with costly work to do
-    /// before they hash (a login reserves a lockout attempt in the database): shed load is
-    /// refused before that work, in microseconds. Only a hint: [`Self::hash`] and
-    /// [`Self::verify`] still decide, and may refuse if the pool filled meanwhile.
-    pub fn check_capacity(&self) -> Result<()> {
-        let ahead = self.load.in_pool.load(Ordering::Acquire);
+    /// Takes a place in the pool for a job that will follow costly work (a login reserves
+    /// a lockout attempt in the database before it verifies): shed load is refused here, in
+    /// microseconds, before that work, and a job admitted here is not refused for capacity
+    /// afterwards ([`Self::verify_admitted`]). Before, this was a hint checked again at
+    /// submission, and a request that passed the hint while the pool filled was refused
+    /// only after two write transactions (docs/benchmarks.md, "shedding"). The place
+    /// counts as a job in the pool (it is coming), and is given back if the admission is
+    /// dropped unused. Only the wait bound still applies when a thread takes the job.
+    pub fn admit(&self) -> Result<Admission> {
+        let ahead = self.load.in_pool.fetch_add(1, Ordering::AcqRel);
         if ahead >= self.slots || self.load.expected_wait(ahead) > self.load.max_wait {
+            self.load.in_pool.fetch_sub(1, Ordering::AcqRel);
             return Err(at_capacity());
         }
-        Ok(())
+        Ok(Admission {
+            load: Arc::clone(&self.load),
+            used: false,
+        })
     }
 
-    /// Queues `work` without waiting: a full queue, or a wait expected beyond the bound,
+    /// [`Self::verify`] in a place taken by [`Self::admit`].
+    pub async fn verify_admitted(
+        &self,
+        admission: Admission,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<Verification> {
+        let password = Zeroizing::new(password);
+        let job = async move {
+            let answer = self.send(admission, move |worker| match phc {
+                Some(phc) => worker.verify(&password, &phc),
+                None => {
+                    worker.verify_dummy(&password);
+                    Verification::Invalid
+                }
+            })?;
+            answer
+                .await
+                .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+        };
+        in_hash_span("verify", job).await
+    }
+
+    /// Queues `work` without waiting: a full pool, or a wait expected beyond the bound,
     /// is an immediate error. The answer is `Unavailable` if the job still waited too long.
     fn submit<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T>>> {
-        let ahead = self.load.in_pool.fetch_add(1, Ordering::AcqRel);
-        if self.load.expected_wait(ahead) > self.load.max_wait {
-            self.load.in_pool.fetch_sub(1, Ordering::AcqRel);
-            return Err(at_capacity());
-        }
+        self.send(self.admit()?, work)
+    }
+
+    /// Queues `work` in the admitted place. Admission keeps the jobs in the pool at most
+    /// `workers + queue`, so the queue has room for it: the channel refuses it only if the
+    /// threads have stopped.
+    fn send<T: Send + 'static>(
+        &self,
+        mut admission: Admission,
+        work: impl FnOnce(&mut Worker) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T>>> {
+        // From here the job (sent or refused below) accounts for the place.
+        admission.used = true;
         let (answer, receiver) = oneshot::channel();
         let job = Job {
             enqueued: Instant::now(),
@@ -814,6 +855,29 @@ impl HashPool {
                     ))),
                 }
             }
+        }
+    }
+}
+
+/// A place in the [`HashPool`], from [`HashPool::admit`]; given back when dropped unused.
+#[must_use = "an admission holds a place in the hashing pool until it is used or dropped"]
+pub struct Admission {
+    load: Arc<Load>,
+    used: bool,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("used", &self.used)
+            .finish()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.used {
+            self.load.in_pool.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -1597,34 +1661,87 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn check_capacity_refuses_what_submit_would_refuse_without_queueing() {
-        // One thread, one waiting slot: a running job and a queued one fill the pool.
+    async fn an_admission_holds_its_place_until_used_or_dropped() {
+        // One thread, one waiting slot: two places in all.
         let pool = HashPool::with_max_wait(fast(), 1, 1, Duration::from_secs(60)).unwrap();
-        assert!(pool.check_capacity().is_ok());
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let gate = Arc::new(Mutex::new(gate));
-        let (started, running_now) = std::sync::mpsc::channel::<()>();
-        let hold = |gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
-                    started: std::sync::mpsc::Sender<()>| {
-            move |_: &mut Worker| {
-                let _ = started.send(());
-                let _ = gate.lock().unwrap().recv();
-            }
-        };
-        let running = pool
-            .submit(hold(Arc::clone(&gate), started.clone()))
+        let in_pool = |pool: &HashPool| pool.load.in_pool.load(Ordering::Acquire);
+        let first = pool.admit().unwrap();
+        let second = pool.admit().unwrap();
+        // Full: a third is refused at once, and takes nothing.
+        assert!(matches!(pool.admit(), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            pool.verify("violet-harbor-lamp".into(), None).await,
+            Err(Error::Unavailable(_))
+        ));
+        assert_eq!(in_pool(&pool), 2);
+        // Dropped unused: the place comes back.
+        drop(first);
+        assert_eq!(in_pool(&pool), 1);
+        let third = pool.admit().unwrap();
+        // Used: the admitted job runs though the pool is full, and frees its place when done.
+        let phc = fast().hash("violet-harbor-lamp").unwrap();
+        let checked = pool
+            .verify_admitted(second, "violet-harbor-lamp".into(), Some(phc))
+            .await
             .unwrap();
-        // The thread took the first job, so the second one waits in the queue.
-        running_now.recv().unwrap();
-        let queued = pool.submit(hold(Arc::clone(&gate), started)).unwrap();
-        assert!(matches!(pool.check_capacity(), Err(Error::Unavailable(_))));
-        // Checking took nothing: the pool still holds exactly its two jobs.
-        assert_eq!(pool.load.in_pool.load(Ordering::Acquire), 2);
-        release.send(()).unwrap();
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
-        queued.await.unwrap().unwrap();
-        assert!(pool.check_capacity().is_ok());
+        assert!(matches!(checked, Verification::Valid { .. }));
+        assert!(matches!(
+            pool.verify_admitted(third, "x".into(), None).await,
+            Ok(Verification::Invalid)
+        ));
+        settles_empty(&pool);
+    }
+
+    /// A thread frees its job's place just after answering: wait (briefly) for it.
+    fn settles_empty(pool: &HashPool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.load.in_pool.load(Ordering::Acquire) != 0 {
+            assert!(Instant::now() < deadline, "the pool never emptied");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Admissions raced from many threads at once: exactly as many as the pool has places
+    /// are given, never more, and every one of them is served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_admissions_never_overfill_the_pool() {
+        const WORKERS: usize = 2;
+        const QUEUE: usize = 3;
+        const RACERS: usize = 32;
+        let pool = Arc::new(
+            HashPool::with_max_wait(fast(), WORKERS, QUEUE, Duration::from_secs(60)).unwrap(),
+        );
+        let barrier = Arc::new(std::sync::Barrier::new(RACERS));
+        let threads: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (pool, barrier) = (Arc::clone(&pool), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    pool.admit().ok()
+                })
+            })
+            .collect();
+        let admitted: Vec<Admission> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(admitted.len(), WORKERS + QUEUE);
+        assert_eq!(pool.load.in_pool.load(Ordering::Acquire), WORKERS + QUEUE);
+        let jobs: Vec<_> = admitted
+            .into_iter()
+            .map(|admission| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move {
+                    pool.verify_admitted(admission, "violet-harbor-lamp".into(), None)
+                        .await
+                })
+            })
+            .collect();
+        for job in jobs {
+            let answer = job.await.unwrap();
+            assert!(matches!(answer, Ok(Verification::Invalid)), "{answer:?}");
+        }
+        settles_empty(&pool);
     }
 
     #[test]

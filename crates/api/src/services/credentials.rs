@@ -181,8 +181,9 @@ pub(crate) async fn check_password(
     let normalized = normalize_email(email);
     // Shed load is refused before anything is written: reserving and releasing an attempt
     // costs two write transactions, which made a 503 take hundreds of milliseconds under
-    // a flood (docs/benchmarks.md). The pool still decides below.
-    state.hashes.check_capacity()?;
+    // a flood (docs/benchmarks.md). The place taken here is the one the check uses below,
+    // so an admitted login is not refused for capacity after its writes.
+    let admission = state.hashes.admit()?;
     let attempt = attempt_for(state, &normalized, meta);
     attempt.reserve(state).await?;
     // Read before the check: a session is only ever made at this epoch.
@@ -190,11 +191,16 @@ pub(crate) async fn check_password(
     let stored_hash = credentials
         .as_ref()
         .map(|c| c.password_hash.expose().clone());
-    let verification = match state.hashes.verify(password.clone(), stored_hash).await {
+    let verification = match state
+        .hashes
+        .verify_admitted(admission, password.clone(), stored_hash)
+        .await
+    {
         Ok(verification) => verification,
         Err(e) => {
-            // Never checked (hashing queue full, 503): the slot goes back, so shed load
-            // cannot fill a victim's window without a single guess being tried.
+            // Never checked (it waited past the bound for a thread, 503): the slot goes
+            // back, so shed load cannot fill a victim's window without a single guess
+            // being tried.
             attempt.release(state).await?;
             return Err(e);
         }
