@@ -30,53 +30,55 @@ pub(crate) fn classify(path: &str) -> PathClass {
     }
 }
 
+// Names and values built at compile time: `from_static` is a `const fn`, so none of them is
+// parsed or checked per response (they were, at ~2 % of a `/me` request's CPU).
+const COOP: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
+const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
+const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
+const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const DENY: HeaderValue = HeaderValue::from_static("DENY");
+const NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
+const SAME_ORIGIN: HeaderValue = HeaderValue::from_static("same-origin");
+const PERMISSIONS: HeaderValue = HeaderValue::from_static(
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+);
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000; includeSubDomains");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+const API_CSP_VALUE: HeaderValue = HeaderValue::from_static(API_CSP);
+const DOCS_CSP_VALUE: HeaderValue = HeaderValue::from_static(DOCS_CSP);
+const CONSOLE_CSP_VALUE: HeaderValue = HeaderValue::from_static(crate::console::CSP);
+
 /// Sets the security headers of a response to a request of `class`.
 pub(crate) fn apply(cfg: SecurityHeaders, class: PathClass, response: &mut Response) {
     let PathClass { docs, console, api } = class;
     let h = response.headers_mut();
-    let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
-        h.insert(name, HeaderValue::from_static(value));
-    };
-    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, header::REFERRER_POLICY, "no-referrer");
-    set(
-        h,
+    // Room for all of them at once, rather than the map growing as they are added.
+    h.reserve(10);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    h.insert(header::X_FRAME_OPTIONS, DENY);
+    h.insert(header::REFERRER_POLICY, NO_REFERRER);
+    h.insert(
         header::CONTENT_SECURITY_POLICY,
         if docs {
-            DOCS_CSP
+            DOCS_CSP_VALUE
         } else if console {
-            crate::console::CSP
+            CONSOLE_CSP_VALUE
         } else {
-            API_CSP
+            API_CSP_VALUE
         },
     );
-    set(
-        h,
-        HeaderName::from_static("cross-origin-opener-policy"),
-        "same-origin",
-    );
-    set(
-        h,
-        HeaderName::from_static("cross-origin-resource-policy"),
-        "same-origin",
-    );
-    set(
-        h,
-        HeaderName::from_static("permissions-policy"),
-        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
-    );
+    h.insert(COOP, SAME_ORIGIN);
+    h.insert(CORP, SAME_ORIGIN);
+    h.insert(PERMISSIONS_POLICY, PERMISSIONS);
     if cfg.hsts {
-        set(
-            h,
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        );
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
     h.remove(header::SERVER);
-    h.remove("x-powered-by");
+    h.remove(X_POWERED_BY);
     if api {
-        set(h, header::CACHE_CONTROL, "no-store");
+        h.insert(header::CACHE_CONTROL, NO_STORE);
         let has_origin = h
             .get_all(header::VARY)
             .iter()
@@ -86,7 +88,7 @@ pub(crate) fn apply(cfg: SecurityHeaders, class: PathClass, response: &mut Respo
                     .any(|p| p.trim().eq_ignore_ascii_case("origin"))
             });
         if !has_origin {
-            h.append(header::VARY, HeaderValue::from_static("Origin"));
+            h.append(header::VARY, ORIGIN);
         }
     }
 }
