@@ -732,25 +732,14 @@ impl HashPool {
     /// [`PasswordHasher::verify_dummy`] and answers [`Verification::Invalid`].
     /// `Error::Unavailable` when the pool is at capacity.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<Verification> {
-        let password = Zeroizing::new(password);
-        let job = self.run(move |worker| match phc {
-            Some(phc) => worker.verify(&password, &phc),
-            None => {
-                worker.verify_dummy(&password);
-                Verification::Invalid
-            }
-        });
-        in_hash_span("verify", job).await
+        self.verify_in(self.admit(), password, phc).await
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T> {
-        let answer = self.submit(work)?;
-        answer
-            .await
-            .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+        answer_of(self.submit(work)?).await
     }
 
     /// Jobs waiting for a thread (admitted, not yet running).
@@ -793,18 +782,27 @@ impl HashPool {
         password: String,
         phc: Option<String>,
     ) -> Result<Verification> {
+        self.verify_in(Ok(admission), password, phc).await
+    }
+
+    /// The one verification job of [`Self::verify`] and [`Self::verify_admitted`], in its
+    /// span whether or not it was admitted; the password is zeroized when it drops.
+    async fn verify_in(
+        &self,
+        admission: Result<Admission>,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<Verification> {
         let password = Zeroizing::new(password);
         let job = async move {
-            let answer = self.send(admission, move |worker| match phc {
+            let answer = self.send(admission?, move |worker| match phc {
                 Some(phc) => worker.verify(&password, &phc),
                 None => {
                     worker.verify_dummy(&password);
                     Verification::Invalid
                 }
             })?;
-            answer
-                .await
-                .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
+            answer_of(answer).await
         };
         in_hash_span("verify", job).await
     }
@@ -880,6 +878,13 @@ impl Drop for Admission {
             self.load.in_pool.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// What a thread answered for a job it took.
+async fn answer_of<T>(answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+    answer
+        .await
+        .map_err(|_| Error::internal(anyhow!("a password hashing job failed")))?
 }
 
 fn at_capacity() -> Error {
