@@ -488,11 +488,22 @@ mod tests {
                 .unwrap();
             router.clone().oneshot(req)
         };
-        assert_eq!(call("GET", "/declared/1").await.unwrap().status(), 200);
+        // Served or refused, the response carries the route template for the access log.
+        let template = |r: &Response| {
+            r.extensions()
+                .get::<RouteTemplate>()
+                .map(|t| t.0.as_str().to_owned())
+        };
+        let get = call("GET", "/declared/1").await.unwrap();
+        assert_eq!(get.status(), 200);
+        assert_eq!(template(&get).as_deref(), Some("/declared/{id}"));
         assert_eq!(call("HEAD", "/declared/1").await.unwrap().status(), 200);
         let put = call("PUT", "/declared/1").await.unwrap();
         assert_eq!(put.status(), 405);
         assert_eq!(put.headers()["allow"], "GET,HEAD");
-        assert_eq!(call("GET", "/slipped").await.unwrap().status(), 404);
+        assert_eq!(template(&put).as_deref(), Some("/declared/{id}"));
+        let slipped = call("GET", "/slipped").await.unwrap();
+        assert_eq!(slipped.status(), 404);
+        assert_eq!(template(&slipped).as_deref(), Some("/slipped"));
     }
 }

@@ -219,6 +219,7 @@ backend_tests!(
     full_hash_queue_answers_503,
     shed_logins_give_their_lockout_slot_back,
     patch_me_updates_display_name,
+    racing_callers_each_get_their_own_identity,
     audit_records_auth_events_without_secrets,
     unknown_and_known_email_take_similar_time,
 );
@@ -1262,6 +1263,79 @@ async fn shed_logins_give_their_lockout_slot_back(backend: Backend) {
     }
     .unwrap();
     assert_eq!(counted, checked, "{shed} shed logins kept their slots");
+    app.finish().await;
+}
+
+/// The route's policy verifies a caller's token once and hands its claims to the handler
+/// (`VerifiedToken`, `AuthUser` in the request's extensions). Fired together, many callers'
+/// requests each answer with their own caller only, and every request with the token of a
+/// session that has ended is refused, on the route that reads the claims (`/users/me`) and
+/// on one that reads `AuthUser` (`/users/me/permissions`).
+async fn racing_callers_each_get_their_own_identity(backend: Backend) {
+    const USERS: usize = 6;
+    const EACH: usize = 5;
+    let app = TestApp::spawn(backend).await;
+    let mut sessions = Vec::new();
+    for i in 0..USERS {
+        sessions.push(app.new_session(&format!("race{i}")).await);
+    }
+    let ended = app.new_session("ended").await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&ended.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let callers: Vec<(Option<String>, String)> = sessions
+        .iter()
+        .map(|s| (Some(s.email.clone()), s.access.clone()))
+        .chain(std::iter::once((None, ended.access.clone())))
+        .collect();
+    let paths = ["/api/v1/users/me", "/api/v1/users/me/permissions"];
+    let total = callers.len() * EACH * paths.len();
+    let barrier = Arc::new(tokio::sync::Barrier::new(total));
+    let mut tasks = Vec::new();
+    for (expected, token) in &callers {
+        for _ in 0..EACH {
+            for path in paths {
+                let (client, url, token, barrier) = (
+                    app.client.clone(),
+                    app.url(path),
+                    token.clone(),
+                    barrier.clone(),
+                );
+                let expected = expected.clone();
+                tasks.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    let r = client.get(url).bearer_auth(token).send().await.unwrap();
+                    (
+                        path,
+                        expected,
+                        r.status().as_u16(),
+                        r.json::<Value>().await.unwrap(),
+                    )
+                }));
+            }
+        }
+    }
+    for task in tasks {
+        let (path, expected, status, body) = task.await.unwrap();
+        match expected {
+            None => assert_eq!(
+                (status, &body["code"]),
+                (401, &json!("unauthenticated")),
+                "{path}"
+            ),
+            Some(email) => {
+                assert_eq!(status, 200, "{path}: {body}");
+                if path == "/api/v1/users/me" {
+                    assert_eq!(body["email"], email.to_lowercase(), "another caller's view");
+                }
+            }
+        }
+    }
     app.finish().await;
 }
 
