@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use rampart_core::audit::Outcome;
 use rampart_core::{Clock, Error};
@@ -122,32 +123,68 @@ where
             Err(e) => return Err(ApiError(e).into_response()),
         };
         if !allowed {
-            let route = parts
-                .extensions
-                .get::<MatchedPath>()
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_default();
-            if let Ok(meta) = RequestMeta::from_request_parts(&mut parts, state).await {
-                let event = meta
-                    .event("authz.denied", Outcome::Denied)
-                    .with_actor(user.user_id)
-                    .with_details(serde_json::json!({
-                        "permission": permission,
-                        "method": parts.method.as_str(),
-                        "route": route,
-                    }));
-                let now_ms = Arc::<dyn Clock>::from_ref(state).now_ms();
-                if let Err(e) =
-                    rampart_store::audit::record(&Db::from_ref(state), &event, now_ms).await
-                {
-                    return Err(ApiError(e).into_response());
-                }
-            }
-            metrics::counter!(crate::telemetry::AUTHZ_DENIED).increment(1);
-            return Err(ApiError(Error::Forbidden).into_response());
+            // The refusal's audit write is boxed: inline, its transaction's future (~15 KB,
+            // both backends' statements) made every request's future that large, and moving
+            // it was a memcpy of that size per request (docs/benchmarks.md).
+            return Err(Box::pin(deny(state, &mut parts, user.user_id, permission)).await);
         }
     }
     parts.extensions.insert(user);
     parts.extensions.insert(crate::auth::VerifiedToken(claims));
     Ok(Request::from_parts(parts, body))
+}
+
+/// The answer refusing `user` the `permission` a route requires: 403, after recording
+/// `authz.denied` in the audit log (or the error that recording it met).
+async fn deny<S>(state: &S, parts: &mut Parts, user: Uuid, permission: &str) -> Response
+where
+    S: Send + Sync,
+    Db: FromRef<S>,
+    Arc<dyn Clock>: FromRef<S>,
+{
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    if let Ok(meta) = RequestMeta::from_request_parts(parts, state).await {
+        let event = meta
+            .event("authz.denied", Outcome::Denied)
+            .with_actor(user)
+            .with_details(serde_json::json!({
+                "permission": permission,
+                "method": parts.method.as_str(),
+                "route": route,
+            }));
+        let now_ms = Arc::<dyn Clock>::from_ref(state).now_ms();
+        if let Err(e) = rampart_store::audit::record(&Db::from_ref(state), &event, now_ms).await {
+            return ApiError(e).into_response();
+        }
+    }
+    metrics::counter!(crate::telemetry::AUTHZ_DENIED).increment(1);
+    ApiError(Error::Forbidden).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AppState;
+
+    /// The size of the future `make` returns, without calling it.
+    fn output_size<F, Fut>(_make: F) -> usize
+    where
+        F: FnOnce(Policy, &'static AppState, Request) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every request's future holds `authorize`'s, and is moved (copied) as a whole when it
+    /// is boxed. A rare path awaited inline (the refusal's audit transaction was ~15 KB)
+    /// makes every request pay for its size; such paths are boxed. This fails if one comes
+    /// back inline.
+    #[test]
+    fn authorize_future_stays_small() {
+        let size = output_size(authorize::<AppState>);
+        assert!(size <= 4096, "authorize's future is {size} bytes");
+    }
 }
