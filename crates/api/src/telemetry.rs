@@ -90,7 +90,7 @@ pub const SERIES: &[(&str, &str)] = &[
         rampart_store::POOL_CONNECTIONS,
         "Database pool connections by state (idle, in_use, max)",
     ),
-    (rampart_store::audit::EVENTS, "Audit records appended"),
+    (rampart_store::audit::EVENTS, "Audit records committed"),
     (
         rampart_store::REDIS_UP,
         "1 when Redis answered its last check, 0 when not (absent without Redis)",

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::DbResultExt;
 use crate::types::DbUuid;
-use crate::{Db, Tx};
+use crate::{Db, Tx, TxConn};
 
 /// Key of the PostgreSQL advisory lock that serialises appenders ("rampaudt" in ASCII).
 const CHAIN_LOCK_KEY: i64 = 0x7261_6d70_6175_6474;
@@ -92,8 +92,8 @@ const INSERT_EVENT: &str = "INSERT INTO audit_events \
       request_id, outcome, details, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-/// Counter of audit records appended (contract §12). Counted when the record is written in
-/// its transaction: one whose transaction then rolls back is counted too.
+/// Counter of audit records appended (contract §12). Counted when the record's transaction
+/// commits ([`Tx::commit`]): a record rolled back with its transaction is not counted.
 pub const EVENTS: &str = "rampart_audit_events_total";
 
 /// Appends one event in a transaction of its own: for events that record a refusal, where
@@ -108,7 +108,7 @@ pub async fn record(db: &Db, event: &NewAuditEvent, at_ms: i64) -> Result<AuditR
 /// Appends `event` at `at_ms` (epoch milliseconds) inside `tx` and returns the stored
 /// record. The event becomes visible, and the chain head moves, only when `tx` commits.
 pub async fn append(tx: &mut Tx, event: &NewAuditEvent, at_ms: i64) -> Result<AuditRecord> {
-    if let Tx::Postgres(pg) = tx {
+    if let TxConn::Postgres(pg) = tx.conn() {
         sqlx::query(POSTGRES_LOCK_CHAIN)
             .bind(CHAIN_LOCK_KEY)
             .execute(&mut **pg)
@@ -142,7 +142,7 @@ pub async fn append(tx: &mut Tx, event: &NewAuditEvent, at_ms: i64) -> Result<Au
             .map(|_| ())
     })
     .db_context("appending an audit event")?;
-    metrics::counter!(EVENTS).increment(1);
+    tx.audit_appended();
     Ok(record)
 }
 

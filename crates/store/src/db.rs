@@ -57,8 +57,19 @@ pub enum Db {
 }
 
 /// An open transaction. Dropping it without [`Tx::commit`] rolls it back.
+///
+/// It also counts the audit records appended in it ([`crate::audit::append`]): they are
+/// added to `rampart_audit_events_total` when, and only if, the transaction commits, so
+/// the counter never counts a record that was rolled back.
 #[derive(Debug)]
-pub enum Tx {
+pub struct Tx {
+    conn: TxConn,
+    audit_appended: u64,
+}
+
+/// The connection of a [`Tx`], per backend (reached with [`Tx::conn`] or `with_tx!`).
+#[derive(Debug)]
+pub enum TxConn {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
@@ -193,37 +204,59 @@ impl Db {
             Db::Sqlite(pool) => pool
                 .begin_with("BEGIN IMMEDIATE")
                 .await
-                .map(Tx::Sqlite)
+                .map(|tx| Tx::new(TxConn::Sqlite(tx)))
                 .db_context("starting a transaction"),
             Db::Postgres(pool) => pool
                 .begin_with(BEGIN_READ_COMMITTED)
                 .await
-                .map(Tx::Postgres)
+                .map(|tx| Tx::new(TxConn::Postgres(tx)))
                 .db_context("starting a transaction"),
         }
     }
 }
 
 impl Tx {
-    pub fn backend(&self) -> Backend {
-        match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
-            Tx::Postgres(_) => Backend::Postgres,
+    fn new(conn: TxConn) -> Tx {
+        Tx {
+            conn,
+            audit_appended: 0,
         }
     }
 
-    pub async fn commit(self) -> rampart_core::Result<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            TxConn::Sqlite(_) => Backend::Sqlite,
+            TxConn::Postgres(_) => Backend::Postgres,
         }
-        .db_context("committing a transaction")
+    }
+
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> &mut TxConn {
+        &mut self.conn
+    }
+
+    /// Notes one audit record appended in this transaction.
+    pub(crate) fn audit_appended(&mut self) {
+        self.audit_appended += 1;
+    }
+
+    /// Commits, then counts the audit records appended in the transaction.
+    pub async fn commit(self) -> rampart_core::Result<()> {
+        match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Postgres(tx) => tx.commit().await,
+        }
+        .db_context("committing a transaction")?;
+        if self.audit_appended > 0 {
+            metrics::counter!(crate::audit::EVENTS).increment(self.audit_appended);
+        }
+        Ok(())
     }
 
     pub async fn rollback(self) -> rampart_core::Result<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.rollback().await,
-            Tx::Postgres(tx) => tx.rollback().await,
+        match self.conn {
+            TxConn::Sqlite(tx) => tx.rollback().await,
+            TxConn::Postgres(tx) => tx.rollback().await,
         }
         .db_context("rolling back a transaction")
     }

@@ -28,12 +28,12 @@ macro_rules! with_pool {
 /// (pass it to sqlx as `&mut *$conn`).
 macro_rules! with_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::Tx::Sqlite(tx) => {
+        match $tx.conn() {
+            $crate::TxConn::Sqlite(tx) => {
                 let $conn = &mut **tx;
                 $crate::db::traced($crate::Backend::Sqlite, async { $body }).await
             }
-            $crate::Tx::Postgres(tx) => {
+            $crate::TxConn::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $crate::db::traced($crate::Backend::Postgres, async { $body }).await
             }
@@ -63,4 +63,4 @@ mod types;
 pub mod users;
 
 pub use cache::{Limit, REDIS_UP, Redis};
-pub use db::{Backend, Db, POOL_CONNECTIONS, Tx};
+pub use db::{Backend, Db, POOL_CONNECTIONS, Tx, TxConn};

@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::error::DbResultExt;
 use crate::types::DbUuid;
 use crate::users::{ADMIN_ROLE_ID, USER_ROLE_ID};
-use crate::{Backend, Db, Tx};
+use crate::{Backend, Db, Tx, TxConn};
 
 /// Key of the PostgreSQL advisory lock that serialises changes to who holds which
 /// permission ("ramprbac" in ASCII; the audit chain's key is "rampaudt").
@@ -108,7 +108,7 @@ const POSTGRES_LOCK_RBAC: &str = "SELECT pg_advisory_xact_lock($1)";
 /// Takes the RBAC lock for the rest of `tx` (see the module docs). Call it first thing in
 /// every transaction that can take a permission away from a user.
 pub(crate) async fn lock(tx: &mut Tx) -> Result<()> {
-    if let Tx::Postgres(pg) = tx {
+    if let TxConn::Postgres(pg) = tx.conn() {
         sqlx::query(POSTGRES_LOCK_RBAC)
             .bind(RBAC_LOCK_KEY)
             .execute(&mut **pg)

@@ -17,6 +17,7 @@ backend_tests!(
     verify_pages_through_more_than_one_page,
     list_filters_and_paginates_newest_first,
     head_is_the_newest_committed_record_and_verify_keeps_asked_hashes,
+    the_counter_counts_committed_records_only,
 );
 
 fn event(action: &str) -> NewAuditEvent {
@@ -176,12 +177,12 @@ async fn database_refuses_update_delete_and_truncate(db: Db) {
     }
     // Inside a transaction the refusal holds as well.
     let mut tx = db.begin().await.unwrap();
-    let refused = match &mut tx {
-        rampart_store::Tx::Sqlite(tx) => sqlx::query("DELETE FROM audit_events")
+    let refused = match tx.conn() {
+        rampart_store::TxConn::Sqlite(tx) => sqlx::query("DELETE FROM audit_events")
             .execute(&mut **tx)
             .await
             .err(),
-        rampart_store::Tx::Postgres(tx) => sqlx::query("DELETE FROM audit_events")
+        rampart_store::TxConn::Postgres(tx) => sqlx::query("DELETE FROM audit_events")
             .execute(&mut **tx)
             .await
             .err(),
@@ -403,4 +404,72 @@ async fn head_is_the_newest_committed_record_and_verify_keeps_asked_hashes(db: D
         kept,
         std::collections::BTreeMap::from([(2, records[1].hash.clone())])
     );
+}
+
+/// Polls `future` with `recorder` as the metrics recorder of every poll, whichever thread
+/// runs it: the counters it records are `recorder`'s alone, not shared with parallel tests.
+struct Recorded<F> {
+    recorder: std::sync::Arc<metrics_exporter_prometheus::PrometheusRecorder>,
+    future: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future> std::future::Future for Recorded<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let recorder = std::sync::Arc::clone(&this.recorder);
+        metrics::with_local_recorder(recorder.as_ref(), || this.future.as_mut().poll(cx))
+    }
+}
+
+/// `rampart_audit_events_total` counts a record when its transaction commits: not when it is
+/// rolled back, nor when the transaction is dropped unfinished.
+async fn the_counter_counts_committed_records_only(db: Db) {
+    let recorder =
+        std::sync::Arc::new(metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder());
+    let handle = recorder.handle();
+    let counted = || {
+        handle
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{} ", audit::EVENTS)))
+            .map_or(0, |value| value.trim().parse::<u64>().unwrap())
+    };
+    let steps = async {
+        let mut tx = db.begin().await.unwrap();
+        audit::append(&mut tx, &event("rolled.back"), 1)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(counted(), 0, "a rolled-back record was counted");
+
+        let mut tx = db.begin().await.unwrap();
+        audit::append(&mut tx, &event("dropped"), 2).await.unwrap();
+        drop(tx);
+        assert_eq!(
+            counted(),
+            0,
+            "a record of a dropped transaction was counted"
+        );
+
+        let mut tx = db.begin().await.unwrap();
+        audit::append(&mut tx, &event("first"), 3).await.unwrap();
+        audit::append(&mut tx, &event("second"), 4).await.unwrap();
+        assert_eq!(counted(), 0, "records were counted before their commit");
+        tx.commit().await.unwrap();
+        assert_eq!(counted(), 2);
+
+        append_committed(&db, &event("third"), 5).await;
+        assert_eq!(counted(), 3);
+    };
+    Recorded {
+        recorder: std::sync::Arc::clone(&recorder),
+        future: Box::pin(steps),
+    }
+    .await;
+    assert_eq!(all_newest_first(&db).await.len(), 3);
 }

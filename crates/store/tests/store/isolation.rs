@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rampart_store::{Db, Tx};
+use rampart_store::{Db, TxConn};
 use uuid::Uuid;
 
 use crate::harness::run_postgres_repeatable_read;
@@ -55,7 +55,7 @@ async fn assert_database_default_is_repeatable_read(db: &Db) {
 
 async fn transactions_are_read_committed(db: Db) {
     let mut tx = db.begin().await.unwrap();
-    let Tx::Postgres(pg) = &mut tx else {
+    let TxConn::Postgres(pg) = tx.conn() else {
         panic!("PostgreSQL only")
     };
     let level: String = sqlx::query_scalar("SHOW transaction_isolation")
@@ -72,7 +72,7 @@ async fn transactions_are_read_committed(db: Db) {
 async fn a_compare_and_swap_losing_to_a_commit_returns_false(db: Db) {
     let user = create_user(&db, "cas@example.org").await;
     let mut other = db.begin().await.unwrap();
-    let Tx::Postgres(pg) = &mut other else {
+    let TxConn::Postgres(pg) = other.conn() else {
         panic!("PostgreSQL only")
     };
     sqlx::query("UPDATE users SET totp_pending = 'sealed-by-someone' WHERE id = $1")

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rampart_store::lockout::{self, LockoutPolicy};
 use rampart_store::sessions::{self, NewSession, Rotation};
-use rampart_store::{Backend, Db, Tx};
+use rampart_store::{Backend, Db, Tx, TxConn};
 use uuid::Uuid;
 
 use crate::users::{
@@ -359,15 +359,15 @@ pub async fn concurrent_rotations_of_one_token_have_exactly_one_winner(db: Db) {
 async fn claim_in(tx: &mut Tx, token_hash: &str, now_ms: i64) -> u64 {
     const CLAIM: &str = "UPDATE refresh_tokens SET used_at_ms = $2 \
          WHERE token_hash = $1 AND used_at_ms IS NULL";
-    match tx {
-        Tx::Sqlite(tx) => sqlx::query(CLAIM)
+    match tx.conn() {
+        TxConn::Sqlite(tx) => sqlx::query(CLAIM)
             .bind(token_hash)
             .bind(now_ms)
             .execute(&mut **tx)
             .await
             .unwrap()
             .rows_affected(),
-        Tx::Postgres(tx) => sqlx::query(CLAIM)
+        TxConn::Postgres(tx) => sqlx::query(CLAIM)
             .bind(token_hash)
             .bind(now_ms)
             .execute(&mut **tx)
