@@ -15,6 +15,10 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The API docs build without a broken or private intra-doc link (rustdoc, ~15 s).
+echo "==> cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 if [ -z "${TEST_POSTGRES_URL:-}" ]; then
   if [ -n "${CI:-}" ]; then
     echo "TEST_POSTGRES_URL is not set: CI must run the PostgreSQL half" >&2

@@ -1,7 +1,7 @@
 //! The owned-resource kit (contract §7): everything an owner-scoped module's routes do
 //! besides parsing their input and shaping their output.
 //!
-//! A module declares a [`Resource`] with [`resource!`] (its feature name, the audit kind of
+//! A module declares a [`Resource`] with `resource!` (its feature name, the audit kind of
 //! its objects and its `rampart_store::owned` table) and its handlers call the methods
 //! here. The kit decides the [`Scope`] every store call runs in, from the caller's
 //! permissions as they are now; module code never names a scope, so it cannot widen one:

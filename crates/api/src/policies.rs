@@ -5,7 +5,7 @@
 //! - at start, [`crate::build_router`] lists the (method, path) pairs axum will serve
 //!   ([`served_routes`]) and refuses to build, naming them, when one has no declared policy
 //!   or a policy names a permission that is not in [`rampart_core::rbac::CATALOGUE`];
-//! - at request time, [`guard`] looks the matched route up again and answers 404 (the
+//! - at request time, [`GuardLayer`] looks the matched route up again and answers 404 (the
 //!   route is not part of the contract) to any that has none, so a route slipped past the
 //!   start-up check is refused too, and logs it at error.
 //!

@@ -3,7 +3,7 @@
 //! proxy's `X-Forwarded-For` does not name it), rate limit (429), body size (413) and media
 //! type (415), authentication (401), permission (403) — to the route's *method handlers*
 //! only, and records the policy in the OpenAPI document together with the responses those
-//! checks can send ([`document`]), so no annotation has to repeat them and none can forget
+//! checks can send (`document`), so no annotation has to repeat them and none can forget
 //! them. Attaching them with `Router::route_layer`
 //! would also wrap axum's 405 answer, so a rate-limited client would see 429 for a wrong
 //! method; the contract puts 404 and 405 first.

@@ -180,7 +180,7 @@ impl DataKeys {
             .find(|key| key.kid == kid)
     }
 
-    /// "v1.<kid>.<base64url(nonce ‖ ciphertext+tag)>" — the associated data binds the value
+    /// `"v1.<kid>.<base64url(nonce ‖ ciphertext+tag)>"` — the associated data binds the value
     /// to its place. Fails only if the OS generator does, or if `place` has a NUL in its
     /// table or column.
     pub fn encrypt(&self, plaintext: &[u8], place: &Place<'_>) -> Result<String, Error> {

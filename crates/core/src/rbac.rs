@@ -2,7 +2,7 @@
 //! permission and role names, and the anti-escalation rules (contract §5–6).
 //!
 //! Each module declares its feature and its `feature:action` permissions in
-//! [`CATALOGUE`] (an owned module in one line, with [`owned_feature!`]); `rampart migrate`
+//! [`CATALOGUE`] (an owned module in one line, with [`owned_feature!`](crate::owned_feature)); `rampart migrate`
 //! syncs it into the database, retiring permissions the code no longer declares (a retired
 //! permission grants nothing). The built-in roles are defined here too: `admin` holds every
 //! permission, `user` holds what each feature grants its members ([`user_defaults`]).

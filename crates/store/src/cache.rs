@@ -158,7 +158,7 @@ impl Redis {
         Ok(())
     }
 
-    /// Checks and consumes `limits` in order, atomically (see [`GCRA`]). `Ok(None)`: every
+    /// Checks and consumes `limits` in order, atomically (see `GCRA`). `Ok(None)`: every
     /// limit admitted the request; `Ok(Some(wait))`: one refused it, retry after `wait`.
     pub async fn gcra(&self, limits: &[Limit<'_>]) -> anyhow::Result<Option<Duration>> {
         let mut invocation = self.gcra.prepare_invoke();

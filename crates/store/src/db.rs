@@ -9,7 +9,7 @@
 //! sealed secrets. PostgreSQL honours the URL's `sslmode` as sqlx parses it, except that a
 //! server on this host (loopback address, `localhost` or a Unix socket) named with no
 //! `sslmode` in the URL and no `PGSSLMODE` is reached without TLS instead of sqlx's
-//! `prefer` ([`local_without_tls`]); every
+//! `prefer` (`local_without_tls`); every
 //! PostgreSQL transaction (explicit, and each statement run on its own) is READ COMMITTED
 //! whatever the server's `default_transaction_isolation`, since the compare-and-swap and
 //! row-lock logic of the stores relies on it (a REPEATABLE READ default would turn a lost

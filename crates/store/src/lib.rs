@@ -3,7 +3,7 @@
 //! Each feature module (`audit`, `users`, `sessions`, `lockout`…) keeps its SQL in `const`
 //! strings with `$N` placeholders next to the function that runs it: one text where the
 //! dialects agree, two texts side by side where they differ. [`Db`] holds one pool per
-//! backend and the [`with_pool!`]/[`with_tx!`] macros expand a query body once per backend,
+//! backend and the `with_pool!`/`with_tx!` macros expand a query body once per backend,
 //! so no SQL is ever built with `format!`. Errors leave this crate as `rampart_core::Error`
 //! (unique violations become `Conflict`), except for the startup functions on [`Db`], which
 //! return `anyhow` errors that never contain a database URL.

@@ -1,7 +1,7 @@
 //! Owner-scoped tables, safe by construction (contract §7): the one way a module stores
 //! objects that belong to a user.
 //!
-//! A module declares its table with [`owned_table!`]: the table name, its own columns and
+//! A module declares its table with `owned_table!`: the table name, its own columns and
 //! how they are inserted and patched. Every statement comes from the macro, and each one
 //! that reads, changes or deletes rows carries the owner condition
 //! `($2 IS NULL OR owner_id = $2)`; module code neither writes that condition nor binds the

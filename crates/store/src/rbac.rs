@@ -9,13 +9,13 @@
 //! once one exists: every transaction that can take that permission away from someone
 //! (role grants, role deletion, user roles, disabling or deleting a user) first takes the
 //! RBAC lock, makes its change, and re-counts the holders before it commits
-//! ([`ensure_holder`]). The lock makes that count race-free: on PostgreSQL it is a
+//! (`ensure_holder`). The lock makes that count race-free: on PostgreSQL it is a
 //! transaction-scoped advisory lock (distinct from the audit chain's, and always taken
 //! before it, so the two never wait on each other in a cycle); on SQLite every
 //! transaction is `BEGIN IMMEDIATE` and already runs alone. Anti-escalation (contract
 //! §5–6) holds under the same lock: a change made on behalf of a user (the `grantor` of
 //! [`create_role`], [`update_role`], [`set_user_roles`]) reads that user's permissions
-//! inside its transaction, after [`lock`], and grants nothing beyond them; so a concurrent
+//! inside its transaction, after `lock`, and grants nothing beyond them; so a concurrent
 //! change that takes a permission away from the grantor either commits first and is seen,
 //! or waits until this one has committed (while the grantor still held it). Permission and role names
 //! contain no comma (CHECKs in migrations 0002 and 0003), so the role view aggregates a

@@ -10,7 +10,7 @@
 //! lifetime is capped at its session's end.
 //!
 //! Credential epoch: every path that ends all of a user's sessions goes through
-//! [`revoke_all_in`], which first bumps `users.credential_epoch` (a row lock on PostgreSQL),
+//! `revoke_all_in`, which first bumps `users.credential_epoch` (a row lock on PostgreSQL),
 //! then revokes, then carries the one kept session (if any) over to the new epoch. A new
 //! session is created by [`create`] only if, re-read under a lock on the user row inside its
 //! own transaction, the user is usable and its epoch still is the one the caller read
@@ -433,7 +433,7 @@ pub async fn revoke(
     Ok(true)
 }
 
-/// Revokes every live session of `user_id` except `except`, through [`revoke_all_in`] (so
+/// Revokes every live session of `user_id` except `except`, through `revoke_all_in` (so
 /// the user's credential epoch moves on, and logins in flight cannot finish), appending
 /// `audit` (when given) in the same transaction if at least one was revoked. Returns the
 /// revoked ids, oldest first.

@@ -3,9 +3,9 @@
 //!
 //! Invariants, the same for every [`Purpose`]: a token is stored only as the caller's
 //! digest (`rampart_core::tokens::hash_token`); a user has at most one usable token per
-//! purpose, the newest ([`insert_in`] marks every earlier unused one of that purpose used,
+//! purpose, the newest (`insert_in` marks every earlier unused one of that purpose used,
 //! as superseded); a token works once, until its `expires_at_ms`, and only while its user
-//! is active and not deleted. [`claim_in`] decides with one conditional
+//! is active and not deleted. `claim_in` decides with one conditional
 //! `UPDATE … WHERE used_at_ms IS NULL`, so of concurrent claims of one token exactly one
 //! wins (on PostgreSQL the losers wait on the row lock and re-check against the committed
 //! row; SQLite runs writers one at a time). What a claimed token does (a new password, a
@@ -57,7 +57,7 @@ pub struct NewToken<'a> {
     pub expires_at_ms: i64,
 }
 
-/// A token [`peek`] or [`claim_in`] accepted.
+/// A token [`peek`] or `claim_in` accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidToken {
     pub user_id: Uuid,
@@ -134,7 +134,7 @@ pub(crate) async fn insert_in(tx: &mut Tx, token: &NewToken<'_>) -> Result<()> {
     Ok(())
 }
 
-/// [`insert_in`] in its own transaction, appending `audit` when given.
+/// `insert_in` in its own transaction, appending `audit` when given.
 pub async fn create(db: &Db, token: &NewToken<'_>, audit: Option<&NewAuditEvent>) -> Result<()> {
     let mut tx = db.begin().await?;
     insert_in(&mut tx, token).await?;
@@ -150,7 +150,7 @@ const SELECT_VALID_TOKEN: &str = "SELECT t.user_id, t.email, t.session_id FROM u
      WHERE t.token_hash = $1 AND t.purpose = $3 AND t.used_at_ms IS NULL \
        AND t.expires_at_ms > $2 AND u.status = 'active' AND u.deleted_at_ms IS NULL";
 
-/// The token of `purpose` whose digest is `token_hash` while [`claim_in`] would accept it
+/// The token of `purpose` whose digest is `token_hash` while `claim_in` would accept it
 /// (unused, `expires_at_ms > now_ms`, user active and not deleted); `None` otherwise.
 /// Reads only: the caller may check more before using the token up.
 pub async fn peek(
