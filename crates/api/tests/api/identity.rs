@@ -96,6 +96,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /auth/logout` with `access` as the bearer token.
+    pub async fn logout(&self, access: &str) -> Response {
+        self.client
+            .post(self.url("/api/v1/auth/logout"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Every audit event, oldest first, as stored.
     pub async fn audit_events(&self) -> Vec<rampart_core::audit::AuditRecord> {
         let mut all = rampart_store::audit::list(
@@ -735,13 +745,7 @@ async fn refresh_cookie_is_capped_by_session_max_age(backend: Backend) {
 async fn logout_by_token_and_by_cookie(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let s = app.new_session("out").await;
-    let r = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(&s.access)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&s.access).await;
     assert_eq!(r.status(), 204);
     let cookie = set_cookie(&r);
     assert!(
@@ -779,13 +783,7 @@ async fn logout_by_token_and_by_cookie(backend: Backend) {
         .await
         .unwrap();
     problem(r, 401, "unauthenticated").await;
-    let r = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth("nonsense")
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout("nonsense").await;
     problem(r, 401, "unauthenticated").await;
     app.finish().await;
 }
@@ -1280,13 +1278,7 @@ async fn racing_callers_each_get_their_own_identity(backend: Backend) {
         sessions.push(app.new_session(&format!("race{i}")).await);
     }
     let ended = app.new_session("ended").await;
-    let r = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(&ended.access)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&ended.access).await;
     assert_eq!(r.status(), 204);
     let callers: Vec<(Option<String>, String)> = sessions
         .iter()
@@ -1421,12 +1413,7 @@ async fn audit_records_auth_events_without_secrets(backend: Backend) {
         .to_owned();
     app.refresh(&s.refresh).await; // reuse
     let s2 = app.session_for(&email, PASSWORD).await;
-    app.client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(&s2.access)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.logout(&s2.access).await.status(), 204);
     let s3 = app.session_for(&email, PASSWORD).await;
     let new_password = "a completely new passphrase";
     app.client
