@@ -43,6 +43,69 @@ pub fn metrics_enabled() -> bool {
     METRICS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// One route's HTTP series handles, by method (the latency) and by method and status (the
+/// count).
+#[derive(Default)]
+struct RouteSeries {
+    durations: Vec<(&'static str, metrics::Histogram)>,
+    counts: Vec<(&'static str, u16, metrics::Counter)>,
+}
+
+thread_local! {
+    /// The HTTP series' handles this thread has used, by route label. `metrics::counter!`
+    /// with labels builds and hashes its key and looks it up in the recorder's registry on
+    /// every call (~5 000 instructions a request for the two series, most of what metrics
+    /// cost: docs/benchmarks.md); a handle found here is one `String`-keyed lookup and two
+    /// atomic adds. Bounded like the series themselves: route labels are templates or
+    /// `unmatched`, methods and statuses come from fixed sets. The handles are the global
+    /// recorder's (the binary installs it before serving), so a recorder made current with
+    /// `metrics::with_local_recorder` does not see these two series.
+    static HTTP_SERIES: std::cell::RefCell<std::collections::HashMap<Box<str>, RouteSeries>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Counts a request in `rampart_http_requests_total` and its latency in
+/// `rampart_http_request_duration_seconds`. `route` must be a route template or `unmatched`
+/// (never a raw path: it becomes a label, and a cache key of this thread's).
+pub(crate) fn record_http(method: &'static str, route: &str, status: u16, elapsed: f64) {
+    HTTP_SERIES.with_borrow_mut(|routes| {
+        if !routes.contains_key(route) {
+            routes.insert(route.into(), RouteSeries::default());
+        }
+        let Some(series) = routes.get_mut(route) else {
+            return;
+        };
+        let count = match series
+            .counts
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+        {
+            Some((_, _, counter)) => counter,
+            None => {
+                let counter = metrics::counter!(
+                    HTTP_REQUESTS,
+                    "method" => method,
+                    "route" => route.to_owned(),
+                    "status" => status.to_string()
+                );
+                series.counts.push((method, status, counter));
+                &series.counts[series.counts.len() - 1].2
+            }
+        };
+        count.increment(1);
+        let duration = match series.durations.iter().find(|(m, _)| *m == method) {
+            Some((_, histogram)) => histogram,
+            None => {
+                let histogram =
+                    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route.to_owned());
+                series.durations.push((method, histogram));
+                &series.durations[series.durations.len() - 1].1
+            }
+        };
+        duration.record(elapsed);
+    });
+}
+
 pub const HTTP_REQUESTS: &str = "rampart_http_requests_total";
 pub const HTTP_DURATION: &str = "rampart_http_request_duration_seconds";
 pub const LOGINS: &str = "rampart_logins_total";

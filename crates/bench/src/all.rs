@@ -611,7 +611,12 @@ impl<'a> Run<'a> {
         tokens: &Arc<Vec<HeaderValue>>,
         me: load::MakeRequest,
     ) -> Result<Option<(u64, u64)>> {
-        let exe = std::env::current_exe().context("locating rampart-bench itself")?;
+        // `scripts/bench-instructions.sh --bare` puts the baseline under callgrind: a
+        // program that runs `rampart-bench` with the arguments it is given.
+        let exe = match std::env::var_os("RAMPART_BENCH_BARE_PROGRAM") {
+            Some(program) => PathBuf::from(program),
+            None => std::env::current_exe().context("locating rampart-bench itself")?,
+        };
         let bare = self
             .cluster
             .launch(

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::extract::{ClientIp, RequestId};
-use crate::telemetry::{self, HTTP_DURATION, HTTP_REQUESTS};
+use crate::telemetry;
 
 /// The matched route's template, left on the response by the policy guard
 /// ([`crate::policies::GuardLayer`]) for the access log's `route` field.
@@ -75,15 +75,7 @@ where
     let method_label = telemetry::method_label(&method);
     let route_label = template.map_or("unmatched", |t| t.0.as_str());
     if telemetry::metrics_enabled() {
-        metrics::counter!(
-            HTTP_REQUESTS,
-            "method" => method_label,
-            "route" => route_label.to_owned(),
-            "status" => status.to_string()
-        )
-        .increment(1);
-        metrics::histogram!(HTTP_DURATION, "method" => method_label, "route" => route_label.to_owned())
-            .record(elapsed.as_secs_f64());
+        telemetry::record_http(method_label, route_label, status, elapsed.as_secs_f64());
     }
     if let Some(cx) = otel {
         end_server_span(&cx, method_label, route_label.to_owned(), status);

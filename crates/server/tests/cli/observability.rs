@@ -103,6 +103,10 @@ async fn metrics_move_on(database_url: Option<&str>) {
     );
 
     let before = scrape(&server, &url).await;
+    // Every login request from here on: the latency histogram's count must grow by exactly
+    // this many (each request is recorded once, through the per-thread handle cache).
+    let mut logins = 0.0;
+    let mut login_401s = 0.0;
     for name in [
         "process_resident_memory_bytes",
         "rampart_hash_queue_depth",
@@ -120,6 +124,8 @@ async fn metrics_move_on(database_url: Option<&str>) {
     let failure = r#"rampart_logins_total{method="password",outcome="failure"}"#;
     let r = try_login(&server, "metrics@example.org", "wrong passphrase 1").await;
     assert_eq!(r.status(), 401);
+    logins += 1.0;
+    login_401s += 1.0;
     let after_one = scrape(&server, &url).await;
     assert_eq!(value(&after_one, failure), value(&before, failure) + 1.0);
     let login_route =
@@ -137,10 +143,18 @@ async fn metrics_move_on(database_url: Option<&str>) {
     for _ in 0..2 {
         let r = try_login(&server, "metrics@example.org", "wrong passphrase 2").await;
         assert_eq!(r.status(), 401);
+        logins += 1.0;
+        login_401s += 1.0;
     }
     let r = try_login(&server, "metrics@example.org", PASSWORD).await;
     assert_eq!(r.status(), 429);
+    logins += 1.0;
     let locked = scrape(&server, &url).await;
+    // The same series again and again: each request counted, not only the first.
+    assert_eq!(
+        value(&locked, login_route),
+        value(&before, login_route) + login_401s
+    );
     assert_eq!(
         value(&locked, "rampart_lockouts_total{}"),
         value(&before, "rampart_lockouts_total{}") + 1.0
@@ -160,6 +174,10 @@ async fn metrics_move_on(database_url: Option<&str>) {
     let mut limited = false;
     for i in 0..10 {
         let r = try_login(&server, &format!("nobody{i}@example.org"), "whatever").await;
+        logins += 1.0;
+        if r.status() == 401 {
+            login_401s += 1.0;
+        }
         if r.status() == 429 {
             limited = true;
             break;
@@ -169,14 +187,14 @@ async fn metrics_move_on(database_url: Option<&str>) {
     let after = scrape(&server, &url).await;
     let login_429 = r#"rampart_rate_limited_total{limit="login"}"#;
     assert_eq!(value(&after, login_429), value(&before, login_429) + 1.0);
-    let duration =
-        r#"rampart_http_request_duration_seconds_count{method="POST",route="/api/v1/auth/login"}"#;
-    assert!(
-        after
-            .keys()
-            .any(|k| k.starts_with("rampart_http_request_duration_seconds"))
+    assert_eq!(
+        value(&after, login_route),
+        value(&before, login_route) + login_401s
     );
-    let _ = duration;
+    // A histogram's value here is its `+Inf` bucket: the number of observations.
+    let duration =
+        r#"rampart_http_request_duration_seconds{method="POST",route="/api/v1/auth/login"}"#;
+    assert_eq!(value(&after, duration), value(&before, duration) + logins);
     drop(server);
 }
 
