@@ -19,7 +19,7 @@
 # target/bench-instructions) for `callgrind_annotate`.
 #
 # With --bare it counts the bare axum + sqlx baseline instead (`rampart-bench all`'s
-# compare phase, SQLite unless told otherwise, with the baseline under callgrind and
+# compare phase, on SQLite, or on PostgreSQL when given --database-url, with the baseline under callgrind and
 # Rampart run natively): the two figures divided are the CPU ÷ bare ratio of issue 13 in
 # instructions, free of the host's noise. The profile is $OUT/bare.16.cg.
 #
@@ -92,8 +92,10 @@ run_bare() {
   shift
   rm -f "$WORK"/out.*
   local output requests profile
+  local backend=sqlite
+  case " $* " in *" --database-url "*) backend=postgres ;; esac
   output="$(cd "$WORK" && RAMPART_BENCH_BARE_PROGRAM="$WORK/bare-wrapper" "$BENCH" all \
-    --bin "$WORK/rampart" --backends sqlite --skip startup,me,live,login,flood,shed \
+    --bin "$WORK/rampart" --backends "$backend" --skip startup,me,live,login,flood,shed \
     --compare-rounds 1 --seconds "$seconds" --hash-rate 48 --users 2 "$@" 2>&1)" \
     || { echo "$output" >&2; exit 1; }
   profile="$(grep -l '^cmd:.* bare-server' "$WORK"/out.* | head -1)"
