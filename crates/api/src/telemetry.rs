@@ -54,9 +54,9 @@ struct RouteSeries {
 thread_local! {
     /// The HTTP series' handles this thread has used, by route label. `metrics::counter!`
     /// with labels builds and hashes its key and looks it up in the recorder's registry on
-    /// every call (~5 000 instructions a request for the two series, most of what metrics
-    /// cost: docs/benchmarks.md); a handle found here is one `String`-keyed lookup and two
-    /// atomic adds. Bounded like the series themselves: route labels are templates or
+    /// every call (most of the ~3 000 instructions metrics cost a `/users/me` before this
+    /// cache, ~600 with it: docs/benchmarks.md); a handle found here is one `str`-keyed
+    /// lookup and two atomic updates. Bounded like the series themselves: route labels are templates or
     /// `unmatched`, methods and statuses come from fixed sets. The handles are the global
     /// recorder's (the binary installs it before serving), so a recorder made current with
     /// `metrics::with_local_recorder` does not see these two series.
