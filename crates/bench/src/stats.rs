@@ -330,7 +330,73 @@ pub fn machine_facts() -> Vec<(String, String)> {
                 busy_cores(Duration::from_secs(1))
             ),
         ),
+        ("host stalls, every core busy (2 s)".to_owned(), {
+            let stalls = host_stalls(Duration::from_secs(2));
+            format!(
+                "{} of ≥ 20 ms, longest {:.1} ms, {:.1} % of the time lost (a virtual machine's \
+                 host taking its cores back: every p99 taken with the cores saturated includes them)",
+                stalls.long,
+                stalls.longest.as_secs_f64() * 1000.0,
+                stalls.lost * 100.0
+            )
+        }),
     ]
+}
+
+/// What [`host_stalls`] saw.
+#[derive(Debug)]
+pub struct Stalls {
+    /// Gaps of 20 ms or more on any thread.
+    pub long: usize,
+    /// The longest gap.
+    pub longest: Duration,
+    /// The share of the threads' time spent in gaps of 1 ms or more.
+    pub lost: f64,
+}
+
+/// Keeps every core busy for `window`, one spinning thread each, and records the gaps in
+/// which a thread did not run. On bare metal or a well-provisioned guest with nothing else
+/// running, gaps are the scheduler tick's (a few ms at most); a virtual machine whose host
+/// caps its CPU time shows gaps of a quota period (~100 ms seen here), which land in every
+/// tail latency measured while the cores are saturated. Measured, so a run's p99 can be
+/// read against it.
+pub fn host_stalls(window: Duration) -> Stalls {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gaps: Vec<Vec<Duration>> = std::thread::scope(|scope| {
+        let spinners: Vec<_> = (0..cores)
+            .map(|_| {
+                scope.spawn(move || {
+                    let start = std::time::Instant::now();
+                    let mut last = start;
+                    let mut gaps = Vec::new();
+                    while last.duration_since(start) < window {
+                        let now = std::time::Instant::now();
+                        let gap = now.duration_since(last);
+                        if gap >= Duration::from_millis(1) {
+                            gaps.push(gap);
+                        }
+                        last = now;
+                    }
+                    gaps
+                })
+            })
+            .collect();
+        spinners
+            .into_iter()
+            .map(|spinner| spinner.join().unwrap_or_default())
+            .collect()
+    });
+    summarize_stalls(&gaps, window)
+}
+
+fn summarize_stalls(gaps: &[Vec<Duration>], window: Duration) -> Stalls {
+    let all = || gaps.iter().flatten();
+    let total = window.as_secs_f64() * gaps.len().max(1) as f64;
+    Stalls {
+        long: all().filter(|g| **g >= Duration::from_millis(20)).count(),
+        longest: all().copied().max().unwrap_or_default(),
+        lost: (all().map(Duration::as_secs_f64).sum::<f64>() / total).min(1.0),
+    }
 }
 
 /// Cores busy over `window` right now, whoever uses them.
@@ -357,6 +423,21 @@ pub fn print_facts(facts: &[(String, String)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stalls_are_summarized_over_every_thread() {
+        let ms = Duration::from_millis;
+        let gaps = vec![vec![ms(1), ms(100)], vec![ms(25), ms(4)], vec![]];
+        let stalls = summarize_stalls(&gaps, Duration::from_secs(1));
+        assert_eq!(stalls.long, 2);
+        assert_eq!(stalls.longest, ms(100));
+        assert!((stalls.lost - 0.130 / 3.0).abs() < 1e-9, "{stalls:?}");
+        let none = summarize_stalls(&[], Duration::from_secs(1));
+        assert_eq!(
+            (none.long, none.longest, none.lost),
+            (0, Duration::ZERO, 0.0)
+        );
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
