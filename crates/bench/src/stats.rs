@@ -333,8 +333,8 @@ pub fn machine_facts() -> Vec<(String, String)> {
         ("host stalls, every core busy (2 s)".to_owned(), {
             let stalls = host_stalls(Duration::from_secs(2));
             format!(
-                "{} of ≥ 20 ms, longest {:.1} ms, {:.1} % of the time lost (a virtual machine's \
-                 host taking its cores back: every p99 taken with the cores saturated includes them)",
+                "{} of ≥ 20 ms, longest {:.1} ms, {:.1} % of the time lost (on a guest, its host \
+                 taking cores back; a p99 taken with the cores saturated can include such a stall)",
                 stalls.long,
                 stalls.longest.as_secs_f64() * 1000.0,
                 stalls.lost * 100.0
