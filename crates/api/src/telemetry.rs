@@ -32,15 +32,20 @@ impl opentelemetry::propagation::Extractor for Headers<'_> {
 static METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Marks the process-wide metrics recorder installed (the binary calls it when
-/// `RAMPART_METRICS_BIND` is set). Until then the per-request series are not built at all:
-/// their labels are allocated per request, and `metrics` would only discard them.
+/// `RAMPART_METRICS_BIND` is set). Until then the per-request series are not built at all.
+///
+/// Call it only **after** `metrics::set_global_recorder` (or an exporter's
+/// `install_recorder`): `record_http` keeps each thread's handles to the HTTP series for
+/// good, and a handle taken while no recorder is installed is a no-op forever. The store is
+/// `Release` and [`metrics_enabled`]'s load `Acquire`, so a request thread that sees the
+/// flag also sees the installed recorder.
 pub fn enable_metrics() {
-    METRICS.store(true, std::sync::atomic::Ordering::Relaxed);
+    METRICS.store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// Whether [`enable_metrics`] was called.
 pub fn metrics_enabled() -> bool {
-    METRICS.load(std::sync::atomic::Ordering::Relaxed)
+    METRICS.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// One route's HTTP series handles, by method (the latency) and by method and status (the
