@@ -357,8 +357,8 @@ pub struct Stalls {
 /// Keeps every core busy for `window`, one spinning thread each, and records the gaps in
 /// which a thread did not run. On bare metal or a well-provisioned guest with nothing else
 /// running, gaps are the scheduler tick's (a few ms at most); a virtual machine whose host
-/// caps its CPU time shows gaps of a quota period (~100 ms seen here), which land in every
-/// tail latency measured while the cores are saturated. Measured, so a run's p99 can be
+/// caps its CPU time shows gaps of a quota period (~100 ms seen here), which can land in
+/// any tail latency measured while the cores are saturated. Measured, so a run's p99 can be
 /// read against it.
 pub fn host_stalls(window: Duration) -> Stalls {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
